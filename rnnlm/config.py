@@ -1,0 +1,149 @@
+"""The base configuration: every field, its meaning and unit. Experiments override it.
+
+An experiment file is `experiments/<name>.py` with `get_config(arg=None)` that
+starts from `base_config()`; the CLI locks the result, so a misspelt override
+(`--config.model.hiden_size=3`) is an error, not a silently ignored field.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "default"  # experiment name; the default workdir is runs/<name>
+    c.seed = 0  # seeds parameter init, dropout and sampling
+    c.task = "lm"  # "lm": language model
+
+    c.data = ml_collections.ConfigDict()
+    c.data.corpus = "default"  # registered corpus name, "default" (offline), or a path to a file/folder
+    c.data.data_dir = ""  # where registered corpora are looked up first; "" = $RNNLM_DATA_DIR
+    c.data.train_path = ""  # explicit train/valid/test files (all three or none)
+    c.data.valid_path = ""
+    c.data.test_path = ""
+    c.data.split = (0.9, 0.05, 0.05)  # train/valid/test fractions when one file is split by position
+    c.data.tokenizer = ""  # "char" | "word"; "" = the corpus's usual one
+    c.data.max_vocab = 0  # word tokenizer: keep the most frequent words (incl. <unk>, <eos>); 0 = all
+    c.data.min_freq = 1  # word tokenizer: drop words seen fewer times in train
+    c.data.lowercase = False  # word tokenizer: lower-case before counting
+
+    c.model = ml_collections.ConfigDict()
+    c.model.cell = "lstm"  # rnn | lstm | gru | gru_cho | gru_seed
+    c.model.embed_size = 128  # embedding width
+    c.model.hidden_size = 256  # units per recurrent layer
+    c.model.num_layers = 2  # stacked recurrent layers
+    c.model.dropout = 0.0  # dropout rate between layers and before the decoder
+    c.model.embed_dropout = 0.0  # dropout rate on the embeddings
+    c.model.tie_weights = False  # share embedding and softmax weights
+    c.model.init_scale = 0.0  # U(-s, s) init for all weights; 0 = per-part defaults (1/sqrt(H) for cells)
+    c.model.unroll = 1  # lax.scan unroll factor (speed only)
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 32  # global batch: number of parallel token streams
+    c.train.bptt = 64  # truncated-BPTT window, in tokens
+    c.train.epochs = 1  # passes over the train split
+    c.train.max_steps = 0  # stop after this many optimizer steps; 0 = no limit
+    c.train.time_budget_minutes = 0.0  # stop training after this much wall time; 0 = no limit
+    c.train.optimizer = "adam"  # sgd | adam | adamw
+    c.train.learning_rate = 2e-3  # peak learning rate
+    c.train.momentum = 0.0  # sgd momentum
+    c.train.weight_decay = 0.0  # adamw decoupled weight decay
+    c.train.lr_schedule = "constant"  # constant | zaremba | plateau | cosine
+    c.train.lr_decay = 0.5  # zaremba: factor per epoch after decay_start; plateau: factor on no improvement
+    c.train.decay_start_epoch = 4  # zaremba: epochs at the full rate
+    c.train.warmup_steps = 0  # cosine: linear warmup steps
+    c.train.grad_clip = 5.0  # clip the global gradient norm to this; 0 = off
+    c.train.loss = "token_mean"  # token_mean | time_sum (sum over time, mean over batch, as Zaremba et al.)
+    c.train.log_every = 50  # steps between progress lines and metric records
+    c.train.checkpoint_every = 500  # steps between mid-epoch checkpoints; 0 = epoch ends only
+    c.train.keep_checkpoints = 3  # most recent checkpoints kept, besides the best by validation loss
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 10  # streams when scoring valid/test (the state flows through each stream)
+    c.eval.bptt = 0  # window when scoring; 0 = train.bptt
+
+    c.sample = ml_collections.ConfigDict()
+    c.sample.prompt = ""  # text the model reads before sampling; "" = start of a line
+    c.sample.length = 200  # tokens sampled at the end of training
+    c.sample.temperature = 0.8  # 0 = greedy
+    c.sample.top_k = 0  # keep the k most likely tokens; 0 = off
+    c.sample.top_p = 1.0  # nucleus sampling mass; 1 = off
+    return c
+
+
+def save_config(config, path: pathlib.Path) -> None:
+    path.write_text(config.to_json(indent=2, sort_keys=True) + "\n")
+
+
+def load_config(path: pathlib.Path) -> ml_collections.ConfigDict:
+    """Read a run's config.json back; lists become tuples as in the experiment files."""
+    def tuples(value):
+        if isinstance(value, list):
+            return tuple(tuples(v) for v in value)
+        if isinstance(value, dict):
+            return {k: tuples(v) for k, v in value.items()}
+        return value
+
+    return ml_collections.ConfigDict(tuples(json.loads(pathlib.Path(path).read_text())))
+
+
+def make_tiny(config, name_suffix: str = "_tiny") -> ml_collections.ConfigDict:
+    """Shrink any experiment so it runs in seconds on a laptop CPU (same data, tiny model, few steps)."""
+    config.name += name_suffix
+    config.model.embed_size = 16
+    config.model.hidden_size = 32
+    config.model.num_layers = 2
+    config.train.batch_size = 4
+    config.train.bptt = 16
+    config.train.epochs = 1
+    config.train.max_steps = 20
+    config.train.log_every = 5
+    config.train.checkpoint_every = 10
+    config.eval.batch_size = 2
+    config.sample.length = 40
+    return config
+
+
+def validate(config) -> None:
+    """Check names and ranges before anything touches the disk; raises UserError naming the field."""
+    from rnnlm.cells import get_cell
+    from rnnlm.data import corpora
+    from rnnlm.data.tokenizers import TOKENIZERS
+    from rnnlm.errors import UserError
+    from rnnlm.optim import SCHEDULES
+
+    get_cell(config.model.cell)
+    corpus = config.data.corpus
+    if not any([config.data.train_path, corpus == corpora.DEFAULT_CORPUS, corpus in corpora.CORPORA,
+                pathlib.Path(corpus).expanduser().exists()]):
+        if "/" in corpus or "." in corpus:
+            raise UserError(f"data.corpus: path not found: {corpus}")
+        corpora.get_corpus(corpus)
+    if config.data.tokenizer and config.data.tokenizer not in TOKENIZERS:
+        raise UserError(f"unknown data.tokenizer {config.data.tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
+    if config.train.optimizer not in ("sgd", "adam", "adamw"):
+        raise UserError(f"unknown train.optimizer {config.train.optimizer!r}; choose one of sgd, adam, adamw")
+    if config.train.lr_schedule not in SCHEDULES:
+        raise UserError(f"unknown train.lr_schedule {config.train.lr_schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if config.train.loss not in ("token_mean", "time_sum"):
+        raise UserError(f"unknown train.loss {config.train.loss!r}; choose token_mean or time_sum")
+    positive = ["model.embed_size", "model.hidden_size", "model.num_layers", "model.unroll",
+                "train.batch_size", "train.bptt", "train.epochs", "train.log_every",
+                "train.learning_rate", "eval.batch_size"]
+    for field in positive:
+        section, key = field.split(".")
+        if not config[section][key] > 0:
+            raise UserError(f"{field} must be positive, got {config[section][key]}")
+    for field in ("model.dropout", "model.embed_dropout"):
+        section, key = field.split(".")
+        if not 0 <= config[section][key] < 1:
+            raise UserError(f"{field} must be in [0, 1), got {config[section][key]}")
+    for field in ("train.max_steps", "train.time_budget_minutes", "train.checkpoint_every", "eval.bptt",
+                  "train.grad_clip", "data.max_vocab", "sample.length", "sample.top_k"):
+        section, key = field.split(".")
+        if config[section][key] < 0:
+            raise UserError(f"{field} must not be negative, got {config[section][key]}")

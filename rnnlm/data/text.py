@@ -1,0 +1,107 @@
+"""Turn `config.data` into train/valid/test text: a named corpus, the user's own files, or the offline default.
+
+`config.data.corpus` is the one field a user sets:
+  * a registered name (`ptb`, `tinyshakespeare`, ...; see `rnnlm.data.corpora`);
+  * `default`: CPython's bundled documentation text (`pydoc_data.topics`), always offline;
+  * a path to one text file: split by position into train/valid/test by
+    `config.data.split` (each cut moved forward to the next line break);
+  * a path to a folder holding files whose names contain `train`, `valid`
+    (or `dev`) and `test`.
+`config.data.train_path`/`valid_path`/`test_path` name three files explicitly.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from rnnlm.data import corpora
+from rnnlm.errors import UserError
+
+SPLITS = ("train", "valid", "test")
+MAX_FILE_BYTES = 2 << 30  # refuse files above 2 GiB: they would not fit the in-memory pipeline
+
+
+def read_text(path: pathlib.Path) -> str:
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise UserError(f"file not found: {path}")
+    if not path.is_file():
+        raise UserError(f"not a regular file: {path}")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise UserError(f"{path} is {size / 2**30:.1f} GiB; the limit is {MAX_FILE_BYTES / 2**30:.0f} GiB")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not valid UTF-8 (byte {e.start}); convert it first, "
+                        f"e.g. iconv -f latin1 -t utf-8") from None
+    if not text.strip():
+        raise UserError(f"{path} is empty")
+    return text
+
+
+def split_by_position(text: str, fractions) -> dict[str, str]:
+    """Cut one text into train/valid/test at the given fractions of its length."""
+    fractions = tuple(float(f) for f in fractions)
+    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise UserError(f"data.split must be three positive fractions summing to 1, got {fractions}")
+    cuts = []
+    for boundary in (fractions[0], fractions[0] + fractions[1]):
+        cut = int(len(text) * boundary)
+        newline = text.find("\n", cut)
+        cuts.append(cut if newline < 0 else newline + 1)
+    parts = {"train": text[:cuts[0]], "valid": text[cuts[0]:cuts[1]], "test": text[cuts[1]:]}
+    for split, part in parts.items():
+        if not part.strip():
+            raise UserError(f"the {split} split is empty; the text is too short for data.split={fractions}")
+    return parts
+
+
+def default_corpus_text() -> str:
+    """CPython's pydoc topics: ~0.5 MB of English prose and code that every Python ships."""
+    from pydoc_data import topics
+    return "\n".join(topics.topics[key] for key in sorted(topics.topics))
+
+
+def _find_split_files(folder: pathlib.Path) -> dict[str, pathlib.Path]:
+    aliases = {"train": ("train",), "valid": ("valid", "dev"), "test": ("test",)}
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    found = {}
+    for split, keys in aliases.items():
+        matches = [p for p in files if any(k in p.name.lower() for k in keys)]
+        if len(matches) != 1:
+            what = "no file" if not matches else f"{len(matches)} files ({', '.join(p.name for p in matches)})"
+            raise UserError(f"folder {folder}: {what} for the {split} split; expected one name containing "
+                            f"{' or '.join(repr(k) for k in keys)}")
+        found[split] = matches[0]
+    return found
+
+
+def load_corpus_text(data_config) -> tuple[dict[str, str], str]:
+    """Returns ({split: text}, tokenizer the corpus is usually read with)."""
+    explicit = [data_config.train_path, data_config.valid_path, data_config.test_path]
+    if any(explicit):
+        if not all(explicit):
+            raise UserError("set all three of data.train_path, data.valid_path, data.test_path, or none")
+        return {s: read_text(pathlib.Path(p).expanduser()) for s, p in zip(SPLITS, explicit)}, "word"
+
+    name = data_config.corpus
+    if name == corpora.DEFAULT_CORPUS:
+        return split_by_position(default_corpus_text(), data_config.split), "char"
+    if name in corpora.CORPORA:
+        corpus = corpora.CORPORA[name]
+        paths = corpora.locate(corpus, data_config.data_dir)
+        if corpus.split_fractions is not None:
+            return split_by_position(read_text(paths["all"]), data_config.split), corpus.tokenizer
+        return {s: read_text(paths[s]) for s in paths}, corpus.tokenizer
+
+    path = pathlib.Path(name).expanduser()
+    if path.is_dir():
+        return {s: read_text(p) for s, p in _find_split_files(path).items()}, "word"
+    if path.is_file():
+        return split_by_position(read_text(path), data_config.split), "char"
+    if "/" in name or "." in name:
+        raise UserError(f"corpus path not found: {path}")
+    corpora.get_corpus(name)  # raises the unknown-corpus message with the list of names
+    raise AssertionError("unreachable")

@@ -1,0 +1,105 @@
+"""Optax optimizers and learning-rate schedules.
+
+Step-based schedules (constant, cosine with warmup) live inside Optax. The
+epoch-based ones of the RNN-LM literature are decided on the host between
+epochs by `LearningRateController` and written into the optimizer state through
+`optax.inject_hyperparams`, so the current rate is checkpointed with the state:
+  * zaremba: lr * decay ** max(epoch + 1 - decay_start_epoch, 0) (Zaremba et al. 2014);
+  * plateau: multiply by decay whenever validation loss does not improve (the
+    PyTorch word_language_model example divides by 4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import optax
+
+from rnnlm.errors import UserError
+
+SCHEDULES = ("constant", "zaremba", "plateau", "cosine")
+
+
+def make_optimizer(train_config, total_steps: int) -> optax.GradientTransformation:
+    c = train_config
+    if c.lr_schedule not in SCHEDULES:
+        raise UserError(f"unknown train.lr_schedule {c.lr_schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if c.learning_rate <= 0:
+        raise UserError(f"train.learning_rate must be positive, got {c.learning_rate}")
+    if c.lr_schedule == "cosine":
+        learning_rate = optax.warmup_cosine_decay_schedule(
+            0.0, c.learning_rate, max(c.warmup_steps, 1), max(total_steps, c.warmup_steps + 1))
+    else:
+        learning_rate = c.learning_rate
+
+    builders = {
+        "sgd": lambda learning_rate: optax.sgd(learning_rate, momentum=c.momentum or None),
+        "adam": lambda learning_rate: optax.adam(learning_rate),
+        "adamw": lambda learning_rate: optax.adamw(learning_rate, weight_decay=c.weight_decay),
+    }
+    if c.optimizer not in builders:
+        raise UserError(f"unknown train.optimizer {c.optimizer!r}; choose one of {', '.join(builders)}")
+    optimizer = optax.inject_hyperparams(builders[c.optimizer])(learning_rate=learning_rate)
+    clip = optax.clip_by_global_norm(c.grad_clip) if c.grad_clip > 0 else optax.identity()
+    return optax.chain(clip, optimizer)
+
+
+def _hyperparams(opt_state):
+    return opt_state[1].hyperparams
+
+
+def current_learning_rate(opt_state) -> float:
+    return float(_hyperparams(opt_state)["learning_rate"])
+
+
+def set_learning_rate(opt_state, value: float):
+    """A copy of the optimizer state with the injected learning rate replaced."""
+    inject_state = opt_state[1]
+    old = inject_state.hyperparams["learning_rate"]
+    hyperparams = dict(inject_state.hyperparams, learning_rate=jnp.asarray(value, old.dtype))
+    return (opt_state[0], inject_state._replace(hyperparams=hyperparams)) + tuple(opt_state[2:])
+
+
+@dataclasses.dataclass
+class LearningRateController:
+    """Host-side, epoch-level learning-rate decisions; its fields go into checkpoint meta."""
+
+    schedule: str
+    base: float
+    decay: float
+    decay_start_epoch: int
+    rate: float = 0.0
+    best_valid_loss: float = float("inf")
+
+    def __post_init__(self):
+        self.rate = self.rate or self.base
+
+    @classmethod
+    def from_config(cls, train_config, saved: dict | None = None):
+        c = train_config
+        controller = cls(c.lr_schedule, c.learning_rate, c.lr_decay, c.decay_start_epoch)
+        if saved:
+            controller.rate = saved["rate"]
+            best = saved["best_valid_loss"]
+            controller.best_valid_loss = float("inf") if best is None else best
+        return controller
+
+    @property
+    def host_controlled(self) -> bool:
+        return self.schedule in ("zaremba", "plateau")
+
+    def start_epoch(self, epoch: int) -> float | None:
+        """The rate for this epoch, or None when Optax schedules it."""
+        if self.schedule == "zaremba":
+            self.rate = self.base * self.decay ** max(epoch + 1 - self.decay_start_epoch, 0)
+        return self.rate if self.host_controlled else None
+
+    def end_epoch(self, valid_loss: float) -> None:
+        if self.schedule == "plateau" and valid_loss >= self.best_valid_loss:
+            self.rate *= self.decay
+        self.best_valid_loss = min(self.best_valid_loss, valid_loss)
+
+    def to_dict(self) -> dict:
+        best = None if self.best_valid_loss == float("inf") else self.best_valid_loss
+        return {"rate": self.rate, "best_valid_loss": best}

@@ -1,0 +1,114 @@
+"""What a run keeps in its workdir, and the rules for reusing a workdir.
+
+    <workdir>/config.json      the run's configuration
+    <workdir>/tokenizer.json   the tokenizer fitted on train
+    <workdir>/data/<split>.npy token ids per split (a cache; safe to delete)
+    <workdir>/metrics.jsonl    one JSON record per log step and per evaluation
+    <workdir>/checkpoints/     Orbax checkpoints (see rnnlm.checkpoint)
+
+A workdir that already holds a run is resumed, never overwritten. A config that
+would change what the saved arrays mean (data, tokenizer, model shape, stream
+layout, optimizer kind) is refused, naming the field; other changes (learning
+rate, epochs, logging) are allowed and logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+
+import numpy as np
+
+from rnnlm.config import load_config, save_config
+from rnnlm.data import text as text_lib
+from rnnlm.data.tokenizers import fit_tokenizer, load_tokenizer, save_tokenizer
+from rnnlm.errors import UserError
+
+# Fields whose change makes an existing checkpoint meaningless or unloadable.
+FROZEN_PREFIXES = ("task", "data.", "model.", "train.batch_size", "train.bptt", "train.optimizer", "train.loss")
+
+
+def _flatten(tree, prefix=""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def reconcile_config(config, workdir: pathlib.Path) -> None:
+    """Write config.json for a new run, or check a rerun's config against the saved one."""
+    path = workdir / "config.json"
+    if not path.exists():
+        save_config(config, path)
+        return
+    saved = dict(_flatten(load_config(path).to_dict()))
+    current = dict(_flatten(config.to_dict()))
+    changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+    frozen = [k for k in changed if k.startswith(FROZEN_PREFIXES)]
+    if frozen:
+        key = frozen[0]
+        raise UserError(f"{workdir} holds a run with {key}={saved.get(key)!r}, but the config says "
+                        f"{current.get(key)!r}; use another --workdir")
+    for key in changed:
+        logging.warning("config change on resume: %s: %r -> %r", key, saved.get(key), current.get(key))
+    if changed:
+        save_config(config, path)
+
+
+def prepare_data(config, workdir: pathlib.Path):
+    """(tokenizer, {split: ids}) for a run; fits and saves the tokenizer on first use."""
+    cache = workdir / "data"
+    tokenizer_path = workdir / "tokenizer.json"
+    splits = text_lib.SPLITS
+    if tokenizer_path.exists() and all((cache / f"{s}.npy").exists() for s in splits):
+        return load_tokenizer(tokenizer_path), {s: np.load(cache / f"{s}.npy") for s in splits}
+    texts, usual_tokenizer = text_lib.load_corpus_text(config.data)
+    if tokenizer_path.exists():
+        tokenizer = load_tokenizer(tokenizer_path)
+    else:
+        tokenizer = fit_tokenizer(config.data.tokenizer or usual_tokenizer, texts["train"], config.data)
+    ids = {s: tokenizer.encode(texts[s]) for s in splits}
+    for split, values in ids.items():
+        if len(values) < 2:
+            raise UserError(f"the {split} split has {len(values)} token(s); need at least 2")
+    cache.mkdir(parents=True, exist_ok=True)
+    for split, values in ids.items():
+        np.save(cache / f"{split}.npy", values)
+    save_tokenizer(tokenizer, tokenizer_path)
+    return tokenizer, ids
+
+
+class MetricLog:
+    """Append-only JSON lines; on resume, records after the restored step are dropped."""
+
+    def __init__(self, path: pathlib.Path, enabled: bool = True):
+        self.path = path
+        self.enabled = enabled
+
+    def truncate_after(self, step: int) -> None:
+        if not (self.enabled and self.path.exists()):
+            return
+        kept = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def existing_run(workdir) -> pathlib.Path:
+    """The workdir of a finished or running training, or a UserError saying what is missing."""
+    workdir = pathlib.Path(workdir)
+    for name in ("config.json", "tokenizer.json", "checkpoints"):
+        if not (workdir / name).exists():
+            raise UserError(f"{workdir} is not a training run: {name} is missing")
+    return workdir

@@ -1,0 +1,55 @@
+"""The language model: carried state, weight tying, dropout."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnnlm.models import LanguageModel
+
+V, B, T = 11, 2, 8
+
+
+@pytest.fixture(scope="module", params=["lstm", "gru"])
+def model_and_params(request):
+    model = LanguageModel(vocab_size=V, embed_size=6, hidden_size=5, num_layers=2, cell=request.param,
+                          dropout=0.3, embed_dropout=0.2)
+    params = model.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 1), jnp.int32), model.initial_carry(1))["params"]
+    return model, params
+
+
+def test_two_half_windows_with_carry_equal_one_window(model_and_params):
+    model, params = model_and_params
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (B, T), 0, V)
+    apply = jax.jit(lambda p, t, c: model.apply({"params": p}, t, c))
+    full, full_carry = apply(params, tokens, model.initial_carry(B))
+    first, carry = apply(params, tokens[:, :T // 2], model.initial_carry(B))
+    second, half_carry = apply(params, tokens[:, T // 2:], carry)
+    np.testing.assert_allclose(jnp.concatenate([first, second], axis=1), full, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(half_carry), jax.tree_util.tree_leaves(full_carry)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_only_when_training(model_and_params):
+    model, params = model_and_params
+    tokens = jnp.ones((B, T), jnp.int32)
+    carry = model.initial_carry(B)
+    eval_a, _ = model.apply({"params": params}, tokens, carry)
+    eval_b, _ = model.apply({"params": params}, tokens, carry)
+    np.testing.assert_array_equal(eval_a, eval_b)
+    train_a, _ = model.apply({"params": params}, tokens, carry, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
+    train_b, _ = model.apply({"params": params}, tokens, carry, train=True, rngs={"dropout": jax.random.PRNGKey(2)})
+    assert not np.allclose(train_a, train_b)
+    assert not np.allclose(train_a, eval_a)
+
+
+@pytest.mark.parametrize("embed,hidden", [(6, 6), (4, 6)])
+def test_tied_weights_share_the_embedding(embed, hidden):
+    model = LanguageModel(vocab_size=V, embed_size=embed, hidden_size=hidden, num_layers=1, tie_weights=True)
+    params = model.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 1), jnp.int32), model.initial_carry(1))["params"]
+    assert "decoder" not in params
+    assert ("projection" in params) == (embed != hidden)
+    features, _ = model.apply({"params": params}, jnp.ones((1, 3), jnp.int32), model.initial_carry(1),
+                              method=LanguageModel.features)
+    logits, _ = model.apply({"params": params}, jnp.ones((1, 3), jnp.int32), model.initial_carry(1))
+    np.testing.assert_allclose(logits, features @ params["embedding"].T + params["decoder_bias"], rtol=1e-5)
