@@ -83,8 +83,10 @@ def _explain_override_error(args: list[str], error: Exception) -> str:
 
 
 def _train(args, rest):
+    from rnnlm.sharding import initialize_distributed
     from rnnlm.train import train_and_evaluate
     config = parse_config(rest)
+    initialize_distributed(args.distributed, args.coordinator, args.num_processes, args.process_id)
     workdir = args.workdir or f"runs/{config.name}"
     train_and_evaluate(config, workdir)
     print(f"next: rnnlm eval --workdir {workdir} --split test ; rnnlm generate --workdir {workdir}")
@@ -107,6 +109,17 @@ def _generate(args, rest):
     for text in run.generate(args.prompt, args.length, args.temperature, args.top_k, args.top_p,
                              args.seed, args.num_samples):
         print(text)
+
+
+def _compile_check(args, rest):
+    from rnnlm.aot import compile_check, use_fake_cpu_devices
+    use_fake_cpu_devices(args.devices)
+    config = parse_config(rest)
+    report = compile_check(config, args.devices, args.vocab_size)
+    print(f"compiled train step of {config.name} for {report['devices']} devices "
+          f"({report['per_device_batch']} streams each, {report['parameters']:,} parameters) "
+          f"in {report['compile_seconds']:.1f}s; {report['flops_per_step'] / 1e9:.2f} GFLOP/step, "
+          f"{(report['temp_bytes_per_device'] or 0) / 2**20:.1f} MiB temporaries per device")
 
 
 def _corpora(args, rest):
@@ -137,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train or resume a run (config flags are passed through)")
     train.add_argument("--workdir", help="run directory (default: runs/<config.name>)")
+    train.add_argument("--distributed", default="auto", choices=("auto", "on", "off"),
+                       help="start JAX's distributed runtime (auto: when a coordinator is given or on a multi-host TPU)")
+    train.add_argument("--coordinator", default="", help="host:port of process 0 (or $RNNLM_COORDINATOR)")
+    train.add_argument("--num-processes", type=int, default=0, help="or $RNNLM_NUM_PROCESSES")
+    train.add_argument("--process-id", type=int, default=-1, help="or $RNNLM_PROCESS_ID")
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser("eval", help="score a saved run on a split")
@@ -156,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-samples", type=_positive(int), default=1)
     gen.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
     gen.set_defaults(func=_generate)
+
+    aot = commands.add_parser("compile-check", help="compile the train step for N fake CPU devices (config flags pass through)")
+    aot.add_argument("--devices", type=_positive(int), default=8)
+    aot.add_argument("--vocab-size", type=int, default=0, help="skip reading the corpus")
+    aot.set_defaults(func=_compile_check)
 
     listing = commands.add_parser("corpora", help="list the registered corpora")
     listing.set_defaults(func=_corpora)

@@ -61,6 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.log_every = 50  # steps between progress lines and metric records
     c.train.checkpoint_every = 500  # steps between mid-epoch checkpoints; 0 = epoch ends only
     c.train.keep_checkpoints = 3  # most recent checkpoints kept, besides the best by validation loss
+    c.train.num_devices = 0  # devices in the data-parallel mesh; 0 = all devices of all processes
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 10  # streams when scoring valid/test (the state flows through each stream)
@@ -75,8 +76,8 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def save_config(config, path: pathlib.Path) -> None:
-    path.write_text(config.to_json(indent=2, sort_keys=True) + "\n")
+def config_json(config) -> str:
+    return config.to_json(indent=2, sort_keys=True) + "\n"
 
 
 def load_config(path: pathlib.Path) -> ml_collections.ConfigDict:

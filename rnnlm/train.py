@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
+from jax.experimental import multihost_utils
 
 from rnnlm import optim, sharding
 from rnnlm.checkpoint import Checkpoints
@@ -80,6 +81,18 @@ def train_step(state: TrainState, carry, batch, *, model, tx, loss: str):
     return state, new_carry, metrics
 
 
+def jit_train_step(model, tx, loss: str, mesh):
+    """`train_step` bound to its configuration and compiled with explicit shardings.
+
+    State in and out replicated, carry and batch split on the batch axis, metrics
+    replicated; state and carry are donated (updated in place).
+    """
+    replicated, split = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+    return jax.jit(functools.partial(train_step, model=model, tx=tx, loss=loss),
+                   in_shardings=(replicated, split, split), out_shardings=(replicated, split, replicated),
+                   donate_argnums=(0, 1))
+
+
 def eval_step(params, carry, batch, *, model):
     logits, carry = model.apply({"params": params}, batch["tokens"], carry)
     weights = batch["weights"]
@@ -102,8 +115,8 @@ class Evaluator:
         self.step = jax.jit(functools.partial(eval_step, model=model), donate_argnums=(1,))
 
     def __call__(self, params, ids: np.ndarray, char_level: bool) -> dict:
-        streams = make_streams(ids, self.batch_size, self.bptt)
-        carry = sharding.shard_batch(self.model.initial_carry(self.batch_size), self.mesh)
+        streams = make_streams(ids, self.batch_size, self.bptt).rows(sharding.local_rows(self.batch_size, self.mesh))
+        carry = sharding.zeros_carry(self.model.initial_carry, self.batch_size, self.mesh)
         nll_sum, tokens = jnp.zeros(()), jnp.zeros(())
         for index in range(streams.num_windows):
             carry, window_nll, window_tokens = self.step(params, carry, sharding.shard_batch(streams.window(index), self.mesh))
@@ -111,11 +124,16 @@ class Evaluator:
         return summarize(float(nll_sum), float(tokens), char_level)
 
 
-def _stop_reason(config, step: int, seconds: float) -> str | None:
+def _stop_reason(config, step: int, seconds: float, check_clock: bool = True) -> str | None:
+    """Why training should stop now, if it should. Every process must reach the same answer."""
     if config.train.max_steps and step >= config.train.max_steps:
         return f"reached train.max_steps={config.train.max_steps}"
-    if config.train.time_budget_minutes and seconds >= 60 * config.train.time_budget_minutes:
-        return f"reached train.time_budget_minutes={config.train.time_budget_minutes}"
+    if config.train.time_budget_minutes and check_clock:
+        over = seconds >= 60 * config.train.time_budget_minutes
+        if jax.process_count() > 1:  # clocks differ between hosts: process 0 decides for all
+            over = bool(multihost_utils.broadcast_one_to_all(np.array(over)))
+        if over:
+            return f"reached train.time_budget_minutes={config.train.time_budget_minutes}"
     return None
 
 
@@ -124,21 +142,25 @@ def train_and_evaluate(config, workdir) -> dict:
     workdir = pathlib.Path(workdir)
     c = config.train
     validate(config)
-    writer = jax.process_index() == 0
-    workdir.mkdir(parents=True, exist_ok=True)
-    reconcile_config(config, workdir)
-    tokenizer, ids = prepare_data(config, workdir)
-    char_level = tokenizer.kind == "char"
-
-    mesh = sharding.make_mesh()
+    writer = jax.process_index() == 0  # the one process that writes files and prints
+    say = print if writer else (lambda *args, **kwargs: None)
+    mesh = sharding.make_mesh(c.num_devices)
     sharding.check_batch_size(c.batch_size, mesh)
+    sharding.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
+    workdir.mkdir(parents=True, exist_ok=True)
+    reconcile_config(config, workdir, write=writer)
+    tokenizer, ids = prepare_data(config, workdir, write=writer)
+    char_level = tokenizer.kind == "char"
+    if config.sample.length and config.sample.prompt:  # a bad prompt fails now, not after training
+        tokenizer.encode(config.sample.prompt, strict=True)
+
     model = language_model_from_config(config.model, tokenizer.vocab_size)
-    train_streams = make_streams(ids["train"], c.batch_size, c.bptt)
+    train_streams = make_streams(ids["train"], c.batch_size, c.bptt).rows(sharding.local_rows(c.batch_size, mesh))
     steps_per_epoch = train_streams.num_windows
     total_steps = c.max_steps or c.epochs * steps_per_epoch
     tx = optim.make_optimizer(c, total_steps)
     state = create_train_state(model, tx, config.seed, mesh)
-    carry = sharding.shard_batch(model.initial_carry(c.batch_size), mesh)
+    carry = sharding.zeros_carry(model.initial_carry, c.batch_size, mesh)
     controller = optim.LearningRateController.from_config(c)
     log = MetricLog(workdir / "metrics.jsonl", enabled=writer)
     checkpoints = Checkpoints(workdir, keep=c.keep_checkpoints)
@@ -151,11 +173,11 @@ def train_and_evaluate(config, workdir) -> dict:
         controller = optim.LearningRateController.from_config(c, meta["lr"])
         log.truncate_after(step)
         logging.info("resumed %s at step %d (epoch %d, window %d)", workdir, step, epoch, window)
-    print(f"rnnlm: {config.name}: {tokenizer.kind} tokens, vocab {tokenizer.vocab_size:,}, "
+    say(f"rnnlm: {config.name}: {tokenizer.kind} tokens, vocab {tokenizer.vocab_size:,}, "
           f"train {len(ids['train']):,} tokens, {steps_per_epoch} steps/epoch, "
           f"{count_params(state.params):,} parameters, {mesh.devices.size} device(s); workdir {workdir}")
 
-    p_train_step = jax.jit(functools.partial(train_step, model=model, tx=tx, loss=c.loss), donate_argnums=(0, 1))
+    p_train_step = jit_train_step(model, tx, c.loss, mesh)
     evaluator = Evaluator(model, mesh, config.eval.batch_size, config.eval.bptt or c.bptt)
 
     def meta(next_epoch, next_window):
@@ -170,7 +192,7 @@ def train_and_evaluate(config, workdir) -> dict:
         if rate is not None:
             state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, rate))
         if window == 0:
-            carry = sharding.shard_batch(model.initial_carry(c.batch_size), mesh)
+            carry = sharding.zeros_carry(model.initial_carry, c.batch_size, mesh)
         bar = tqdm.tqdm(total=steps_per_epoch, initial=window, desc=f"epoch {epoch + 1}/{c.epochs}",
                         disable=not writer, leave=False, dynamic_ncols=True)
         tick = time.perf_counter()
@@ -180,7 +202,8 @@ def train_and_evaluate(config, workdir) -> dict:
             pending.append(metrics)
             step, window = step + 1, window + 1
             bar.update(1)
-            if step % c.log_every == 0 or window == steps_per_epoch:
+            logged = step % c.log_every == 0 or window == steps_per_epoch
+            if logged:
                 totals = jax.device_get(jax.tree_util.tree_map(lambda *xs: sum(xs), *pending))
                 now = time.perf_counter()
                 seconds += now - tick
@@ -196,7 +219,7 @@ def train_and_evaluate(config, workdir) -> dict:
                     checkpoints.wait()
                     raise UserError(f"non-finite training loss at step {step}; last checkpoint: "
                                     f"{checkpoints.latest_step()}")
-            stop = _stop_reason(config, step, seconds + time.perf_counter() - tick)
+            stop = _stop_reason(config, step, seconds + time.perf_counter() - tick, check_clock=logged)
             due = stop or (c.checkpoint_every and step % c.checkpoint_every == 0)
             if due and window < steps_per_epoch:  # epoch ends are saved below, with the valid loss
                 checkpoints.save(step, state, carry, meta(epoch, window))
@@ -208,22 +231,22 @@ def train_and_evaluate(config, workdir) -> dict:
             valid = evaluator(state.params, ids["valid"], char_level)
             controller.end_epoch(valid["loss"])
             log.write({"step": step, "epoch": epoch, "split": "valid", **valid})
-            print(f"epoch {epoch}: valid loss {valid['loss']:.4f}, perplexity {valid['perplexity']:.2f}, "
+            say(f"epoch {epoch}: valid loss {valid['loss']:.4f}, perplexity {valid['perplexity']:.2f}, "
                   f"{'bits/char' if char_level else 'bits/token'} {valid['loss'] / LN2:.4f}")
             checkpoints.save(step, state, carry, meta(epoch, 0), valid_loss=valid["loss"])
     checkpoints.wait()
     if stop:
-        print(f"stopped: {stop}")
+        say(f"stopped: {stop}")
 
     results = {"step": step, "valid": valid or evaluator(state.params, ids["valid"], char_level),
                "test": evaluator(state.params, ids["test"], char_level)}
     log.write({"step": step, "epoch": epoch, "split": "test", **results["test"]})
-    print(f"test: loss {results['test']['loss']:.4f}, perplexity {results['test']['perplexity']:.2f}")
+    say(f"test: loss {results['test']['loss']:.4f}, perplexity {results['test']['perplexity']:.2f}")
     if config.sample.length > 0:
         s = config.sample
         results["sample"] = sample_text(model, state.params, tokenizer, s.prompt, length=s.length,
                                         temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                                         seed=config.seed)[0]
-        print("sample:\n" + results["sample"])
+        say("sample:\n" + results["sample"])
     checkpoints.close()
     return results

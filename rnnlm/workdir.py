@@ -14,15 +14,18 @@ rate, epochs, logging) are allowed and logged.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import pathlib
+import tempfile
 
 import numpy as np
 
-from rnnlm.config import load_config, save_config
+from rnnlm.config import config_json, load_config
 from rnnlm.data import text as text_lib
-from rnnlm.data.tokenizers import fit_tokenizer, load_tokenizer, save_tokenizer
+from rnnlm.data.tokenizers import fit_tokenizer, load_tokenizer, tokenizer_json
 from rnnlm.errors import UserError
 
 # Fields whose change makes an existing checkpoint meaningless or unloadable.
@@ -37,11 +40,19 @@ def _flatten(tree, prefix=""):
             yield f"{prefix}{key}", value
 
 
-def reconcile_config(config, workdir: pathlib.Path) -> None:
+def write_atomically(path: pathlib.Path, payload: bytes) -> None:
+    """Readers (another process, a later run) see the old file or the new one, never half of one."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(payload)
+    os.replace(tmp.name, path)
+
+
+def reconcile_config(config, workdir: pathlib.Path, write: bool = True) -> None:
     """Write config.json for a new run, or check a rerun's config against the saved one."""
     path = workdir / "config.json"
     if not path.exists():
-        save_config(config, path)
+        if write:
+            write_atomically(path, config_json(config).encode())
         return
     saved = dict(_flatten(load_config(path).to_dict()))
     current = dict(_flatten(config.to_dict()))
@@ -53,12 +64,16 @@ def reconcile_config(config, workdir: pathlib.Path) -> None:
                         f"{current.get(key)!r}; use another --workdir")
     for key in changed:
         logging.warning("config change on resume: %s: %r -> %r", key, saved.get(key), current.get(key))
-    if changed:
-        save_config(config, path)
+    if changed and write:
+        write_atomically(path, config_json(config).encode())
 
 
-def prepare_data(config, workdir: pathlib.Path):
-    """(tokenizer, {split: ids}) for a run; fits and saves the tokenizer on first use."""
+def prepare_data(config, workdir: pathlib.Path, write: bool = True):
+    """(tokenizer, {split: ids}) for a run; fits and saves the tokenizer on first use.
+
+    With write=False (every process but the first of a multi-host run) nothing
+    is written; the tokenizer is fitted the same way in memory.
+    """
     cache = workdir / "data"
     tokenizer_path = workdir / "tokenizer.json"
     splits = text_lib.SPLITS
@@ -73,10 +88,13 @@ def prepare_data(config, workdir: pathlib.Path):
     for split, values in ids.items():
         if len(values) < 2:
             raise UserError(f"the {split} split has {len(values)} token(s); need at least 2")
-    cache.mkdir(parents=True, exist_ok=True)
-    for split, values in ids.items():
-        np.save(cache / f"{split}.npy", values)
-    save_tokenizer(tokenizer, tokenizer_path)
+    if write:
+        cache.mkdir(parents=True, exist_ok=True)
+        for split, values in ids.items():
+            buffer = io.BytesIO()
+            np.save(buffer, values)
+            write_atomically(cache / f"{split}.npy", buffer.getvalue())
+        write_atomically(tokenizer_path, tokenizer_json(tokenizer).encode())
     return tokenizer, ids
 
 

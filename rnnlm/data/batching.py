@@ -38,9 +38,9 @@ class Streams:
         cut = slice(index * self.bptt, (index + 1) * self.bptt)
         return {"tokens": self.tokens[:, cut], "targets": self.targets[:, cut], "weights": self.weights[:, cut]}
 
-    def rows(self, start: int, stop: int) -> "Streams":
-        """The streams [start, stop): one process's share in a multi-host run."""
-        return Streams(self.tokens[start:stop], self.targets[start:stop], self.weights[start:stop], self.bptt)
+    def rows(self, rows: slice) -> "Streams":
+        """A subset of the streams: one process's share in a multi-host run."""
+        return Streams(self.tokens[rows], self.targets[rows], self.weights[rows], self.bptt)
 
 
 def make_streams(ids: np.ndarray, batch_size: int, bptt: int) -> Streams:

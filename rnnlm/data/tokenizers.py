@@ -119,8 +119,12 @@ def fit_tokenizer(kind: str, train_text: str, data_config):
                                 min_freq=data_config.min_freq, lowercase=data_config.lowercase)
 
 
+def tokenizer_json(tokenizer) -> str:
+    return json.dumps(tokenizer.to_dict(), ensure_ascii=False)
+
+
 def save_tokenizer(tokenizer, path: pathlib.Path) -> None:
-    path.write_text(json.dumps(tokenizer.to_dict(), ensure_ascii=False))
+    pathlib.Path(path).write_text(tokenizer_json(tokenizer))
 
 
 def load_tokenizer(path: pathlib.Path):

@@ -1,0 +1,48 @@
+"""Run in a subprocess by test_sharding.py: a few train steps on meshes of 1, 4 and 8 fake CPU devices.
+
+Prints JSON: for each device count, the losses, the final parameters' checksum
+leaves, and the carry of every stream after the steps.
+"""
+
+import json
+import sys
+
+import jax
+
+jax.config.update("jax_platforms", "cpu")
+jax.config.update("jax_num_cpu_devices", 8)
+
+import numpy as np  # noqa: E402
+
+from rnnlm import optim, sharding  # noqa: E402
+from rnnlm.config import base_config  # noqa: E402
+from rnnlm.data.batching import make_streams  # noqa: E402
+from rnnlm.models import language_model_from_config  # noqa: E402
+from rnnlm.train import create_train_state, jit_train_step  # noqa: E402
+
+
+def run(num_devices: int, steps: int = 3) -> dict:
+    config = base_config()
+    config.model.update(cell="lstm", embed_size=8, hidden_size=16, num_layers=2, dropout=0.2, embed_dropout=0.1)
+    config.train.update(batch_size=8, bptt=5, optimizer="adam", learning_rate=1e-2)
+    ids = np.random.default_rng(0).integers(0, 30, size=8 * 5 * steps + 1).astype(np.int32)
+    mesh = sharding.make_mesh(num_devices)
+    model = language_model_from_config(config.model, 30)
+    tx = optim.make_optimizer(config.train, 100)
+    state = create_train_state(model, tx, seed=0, mesh=mesh)
+    carry = sharding.zeros_carry(model.initial_carry, 8, mesh)
+    streams = make_streams(ids, 8, 5).rows(sharding.local_rows(8, mesh))
+    step = jit_train_step(model, tx, "token_mean", mesh)
+    losses = []
+    for window in range(steps):
+        state, carry, metrics = step(state, carry, sharding.shard_batch(streams.window(window), mesh))
+        losses.append(float(metrics["nll_sum"] / metrics["tokens"]))
+        assert carry[0][0].sharding.is_equivalent_to(sharding.batch_sharded(mesh), 2)
+    params = [np.asarray(x).tolist() for x in jax.tree_util.tree_leaves(state.params)]
+    carries = [np.asarray(x).tolist() for x in jax.tree_util.tree_leaves(carry)]
+    return {"losses": losses, "params": params, "carry": carries,
+            "devices": [str(d) for d in carry[0][0].sharding.device_set]}
+
+
+if __name__ == "__main__":
+    json.dump({n: run(int(n)) for n in sys.argv[1:]}, sys.stdout)
