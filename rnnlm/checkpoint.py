@@ -5,28 +5,58 @@ A checkpoint holds three items:
   * `carry`: the recurrent state of every train stream, so a mid-epoch resume
     continues the streams exactly where they were;
   * `meta`: JSON with the data position (epoch, next window), the host-side
-    learning-rate controller, and the training seconds spent so far.
+    learning-rate controller, the metric sums not yet logged, the training
+    seconds spent so far, and a sha256 fingerprint of the saved arrays.
 
-Restore order (the only one): the step asked for ("best" or a number), else the
-latest step. The arrays are restored onto the shardings of a freshly built
-state, so a run resumes on whatever mesh it is started with.
+Restore order (the only one): resuming training takes the latest step; if it
+cannot be read or its arrays do not match their fingerprint, it is moved to
+`<workdir>/checkpoints-damaged/` (never deleted) and the next older step is
+tried. `eval` and `generate` take the step asked for ("latest", "best" or a
+number) and refuse a damaged one. Arrays are restored onto the shardings of a
+freshly built state, so a run resumes on whatever mesh it is started with.
+
+Orbax writes each step into a temporary directory and renames it when complete,
+so a save interrupted by a kill is never listed as a step.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import pathlib
+import shutil
+import time
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 from rnnlm.errors import UserError
+
+
+def multihost_sync(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
 
 BEST_METRIC = "valid_loss"
 
 
 def _abstract(tree):
     return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def fingerprint(tree) -> str:
+    """sha256 of the arrays' bytes (replicated arrays: this process's copy)."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(tree):
+        digest.update(np.asarray(jax.device_get(leaf)).tobytes())
+    return digest.hexdigest()
+
+
+class DamagedCheckpoint(Exception):
+    pass
 
 
 class Checkpoints:
@@ -68,33 +98,76 @@ class Checkpoints:
         return step
 
     def save(self, step: int, state, carry, meta: dict, valid_loss: float | None = None) -> None:
+        """Start an (async) save; a failure to write stops the run with a UserError."""
         metrics = None if valid_loss is None else {BEST_METRIC: float(valid_loss)}
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            carry=ocp.args.StandardSave(carry),
-            meta=ocp.args.JsonSave(meta),
-        ), metrics=metrics, force=True)
+        meta = dict(meta, fingerprint={"params": fingerprint(state.params), "state": fingerprint(state)})
+        try:
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                carry=ocp.args.StandardSave(carry),
+                meta=ocp.args.JsonSave(meta),
+            ), metrics=metrics, force=True)
+        except Exception as e:  # noqa: BLE001 - any failure to write must stop training, not be logged and ignored
+            raise UserError(f"cannot write the checkpoint of step {step} to {self.directory}: {e}") from None
 
-    def restore(self, step: int, state_like, carry_like=None):
-        """Restore onto the structure, dtypes and shardings of the given example trees."""
-        items = {"state": ocp.args.StandardRestore(_abstract(state_like)), "meta": ocp.args.JsonRestore()}
-        if carry_like is not None:
-            items["carry"] = ocp.args.StandardRestore(_abstract(carry_like))
-        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-        return restored["state"], restored.get("carry") if carry_like is not None else None, restored["meta"]
+    def _restore(self, step: int, state_like, carry_like):
+        items = {"state": ocp.args.StandardRestore(_abstract(state_like)), "meta": ocp.args.JsonRestore(),
+                 "carry": ocp.args.StandardRestore(_abstract(carry_like))}
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many types for damaged files
+            raise DamagedCheckpoint(f"step {step} cannot be read: {str(e).splitlines()[0] if str(e) else repr(e)}")
+        expected = (restored["meta"] or {}).get("fingerprint", {}).get("state")
+        if expected != fingerprint(restored["state"]):
+            raise DamagedCheckpoint(f"step {step}: the arrays do not match the fingerprint written with them")
+        return restored["state"], restored["carry"], restored["meta"]
+
+    def restore_latest_good(self, state_like, carry_like):
+        """(step, state, carry, meta) of the newest readable checkpoint, or None if there is none.
+
+        Damaged steps are moved aside (process 0 moves; every process skips them).
+        """
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                return (step, *self._restore(step, state_like, carry_like))
+            except DamagedCheckpoint as e:
+                logging.warning("checkpoint %s; moving it to %s and trying an older one", e, self.quarantine)
+                if jax.process_index() == 0:
+                    self.quarantine.mkdir(parents=True, exist_ok=True)
+                    shutil.move(str(self.directory / str(step)), str(self.quarantine / f"{step}-{int(time.time())}"))
+                multihost_sync("quarantine")
+                self.manager.reload()
+        if self.quarantine.exists() and any(self.quarantine.iterdir()):
+            raise UserError(f"no readable checkpoint in {self.directory}; damaged ones are in {self.quarantine}")
+        return None
+
+    @property
+    def quarantine(self) -> pathlib.Path:
+        return self.directory.parent / "checkpoints-damaged"
 
     def restore_params(self, step: int, params_like):
-        """Just the parameters (for eval and generate): the rest of the state is skipped."""
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(
-                item={"params": _abstract(params_like)},
-                restore_args=ocp.checkpoint_utils.construct_restore_args({"params": _abstract(params_like)}),
-                partial_restore=True,
-            )))
-        return restored["state"]["params"]
+        """Just the parameters (for eval and generate), checked against their fingerprint."""
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item={"params": _abstract(params_like)},
+                    restore_args=ocp.checkpoint_utils.construct_restore_args({"params": _abstract(params_like)}),
+                    partial_restore=True,
+                ),
+                meta=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"checkpoint {step} in {self.directory} cannot be read: {str(e).splitlines()[0]}") from None
+        params = restored["state"]["params"]
+        if (restored["meta"] or {}).get("fingerprint", {}).get("params") != fingerprint(params):
+            raise UserError(f"checkpoint {step} in {self.directory} is damaged: its parameters do not match "
+                            f"their fingerprint")
+        return params
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - an async write that failed
+            raise UserError(f"cannot write a checkpoint to {self.directory}: {e}") from None
 
     def close(self) -> None:
         self.manager.close()

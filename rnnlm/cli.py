@@ -4,6 +4,11 @@
     rnnlm eval --workdir DIR [--split valid|test|train] [--checkpoint latest|best|STEP]
     rnnlm generate --workdir DIR [--prompt TEXT] [--length N] [--temperature T] [--top-k K] [--top-p P]
     rnnlm corpora
+    rnnlm bench [--tiny] [--configs ptb_small,char,ptb_medium] [--cells lstm,gru] [--impls rnnlm,torch,flax] [--out JSON]
+    rnnlm sweep --config experiments/ablations/<name>.py[:arg] [--workdir DIR] [--config.<field>=<value> ...]
+    rnnlm plot --workdir DIR [--workdir DIR ...] [--out PNG]
+    rnnlm study gradients --workdir DIR [...] | rnnlm study synthetic [--tiny]
+    rnnlm visualize --workdir DIR [--text TEXT] [--units 3,17] ; rnnlm units --workdir DIR [--feature NAME]
 
 Bad input ends in one line on stderr and exit status 2.
 """
@@ -130,6 +135,73 @@ def _corpora(args, rest):
     print(f"{corpora.DEFAULT_CORPUS:16s} {'lm':9s} CPython's bundled documentation text (offline)")
 
 
+def _sweep(args, rest):
+    from rnnlm import sweep
+    config = parse_config(rest)
+    given = [rest[i + 1] for i, a in enumerate(rest[:-1]) if a == "--config"]
+    given += [a.split("=", 1)[1] for a in rest if a.startswith("--config=")]
+    if not given:
+        raise UserError("sweep needs --config experiments/ablations/<name>.py[:arg], a file with get_sweep()")
+    points = sweep.load_sweep(_resolve_config_path(given[-1]), config)
+    sweep.run_sweep(config, points, args.workdir or f"runs/{config.name}")
+
+
+def _plot(args, rest):
+    _no_extra(rest)
+    from rnnlm.plots import training_curves
+    out = args.out or (f"{args.workdir[0]}/curves.png" if len(args.workdir) == 1 else "curves.png")
+    print(f"wrote {training_curves(args.workdir, out)}")
+
+
+def _study(args, rest):
+    _no_extra(rest)
+    if args.study == "gradients":
+        from rnnlm.studies.gradients import gradient_study
+        paths = gradient_study(args.workdir, args.out, lags=args.lags, count=args.windows, layer=args.layer)
+    else:
+        from rnnlm.studies.synthetic import synthetic_study
+        if args.tiny:
+            args.cells, args.distances, args.steps, args.seeds, args.hidden = "rnn,lstm", "2,4", 20, 1, 8
+        try:
+            distances = [int(d) for d in args.distances.split(",")]
+        except ValueError:
+            raise UserError(f"--distances must be comma-separated integers, got {args.distances!r}") from None
+        paths = synthetic_study(args.cells.split(","), distances, args.seeds, args.steps, args.hidden,
+                                args.out or "runs/study_synthetic")
+    print("wrote " + ", ".join(map(str, paths)))
+
+
+def _read_text_arg(args):
+    if args.text is not None and args.text_file:
+        raise UserError("give --text or --text-file, not both")
+    if args.text_file:
+        from rnnlm.data.text import read_text
+        return read_text(args.text_file)
+    return args.text
+
+
+def _visualize(args, rest):
+    _no_extra(rest)
+    from rnnlm import visualize
+    paths = visualize.visualize(args.workdir, _read_text_arg(args), visualize.parse_units(args.units), args.layer,
+                                args.state, args.out, args.max_chars, args.checkpoint)
+    print("wrote " + ", ".join(map(str, paths)))
+
+
+def _units(args, rest):
+    _no_extra(rest)
+    from rnnlm import visualize
+    from rnnlm.studies.activations import FEATURES
+    table, paths = visualize.find_units(args.workdir, args.feature or list(FEATURES), args.top, _read_text_arg(args),
+                                        args.out, args.max_chars, args.checkpoint)
+    print(table + "wrote " + ", ".join(map(str, paths)))
+
+
+def _bench(args, rest):
+    from experiments.benchmarks import run  # options: python -m experiments.benchmarks.run --help
+    run.main(rest)
+
+
 def _no_extra(rest):
     if rest:
         raise UserError(f"unexpected argument {rest[0]!r}")
@@ -144,9 +216,16 @@ def _positive(kind):
     return parse
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints the usage block before an error; a bad flag gets one line like every other error."""
+
+    def error(self, message):
+        raise UserError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rnnlm", description="Recurrent neural language models in JAX.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _OneLineParser(prog="rnnlm", description="Recurrent neural language models in JAX.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     train = commands.add_parser("train", help="train or resume a run (config flags are passed through)")
     train.add_argument("--workdir", help="run directory (default: runs/<config.name>)")
@@ -182,7 +261,61 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("corpora", help="list the registered corpora")
     listing.set_defaults(func=_corpora)
+    _add_research_commands(commands)
+    # add_help=False: `rnnlm bench --help` and every option reach the benchmark's own parser.
+    bench = commands.add_parser("bench", add_help=False, help="speed and memory: rnnlm vs PyTorch vs Flax")
+    bench.set_defaults(func=_bench)
     return parser
+
+
+def _add_research_commands(commands):
+    """sweep, plot, study, visualize, units: see rnnlm/sweep.py, plots.py, studies/, visualize.py."""
+    sweep = commands.add_parser("sweep", help="run an experiment's get_sweep() points; write results.md/json/png")
+    sweep.add_argument("--workdir", help="sweep directory, one run per point (default: runs/<config.name>)")
+    sweep.set_defaults(func=_sweep)
+
+    plot = commands.add_parser("plot", help="training curves of one or several runs (or a sweep) to PNG")
+    plot.add_argument("--workdir", action="append", required=True, help="a run or a sweep directory; repeatable")
+    plot.add_argument("--out", help="PNG path (default: <workdir>/curves.png, or ./curves.png for several)")
+    plot.set_defaults(func=_plot)
+
+    study = commands.add_parser("study", help="gradients: norm against lag; synthetic: the adding problem")
+    kinds = study.add_subparsers(dest="study", required=True)
+    gradients = kinds.add_parser("gradients", help="‖d loss_t / d h_(t-k)‖ against k, trained and initial")
+    gradients.add_argument("--workdir", action="append", required=True, help="a run or a sweep directory; repeatable")
+    gradients.add_argument("--lags", type=_positive(int), default=100, help="window length: lags 0..N-1")
+    gradients.add_argument("--windows", type=_positive(int), default=32, help="validation windows averaged")
+    gradients.add_argument("--layer", type=int, default=0, help="the layer whose h is differentiated")
+    gradients.add_argument("--out", help="output folder (default: <workdir>/gradients)")
+    synthetic = kinds.add_parser("synthetic", help="success rate against distance on the adding problem")
+    synthetic.add_argument("--cells", default="rnn,lstm,gru", help="comma-separated cell names")
+    synthetic.add_argument("--distances", default="5,10,20,50,100", help="comma-separated distances")
+    synthetic.add_argument("--steps", type=_positive(int), default=2000, help="Adam steps per network")
+    synthetic.add_argument("--seeds", type=_positive(int), default=3, help="networks per (cell, distance)")
+    synthetic.add_argument("--hidden", type=_positive(int), default=32, help="hidden size")
+    synthetic.add_argument("--tiny", action="store_true", help="seconds: rnn,lstm; distances 2,4; 20 steps")
+    synthetic.add_argument("--out", help="output folder (default: runs/study_synthetic)")
+    for parser in (gradients, synthetic):
+        parser.set_defaults(func=_study)
+
+    for name, func, text_help, chars in (("visualize", _visualize, "per-token hidden units, gates, surprisal", 400),
+                                         ("units", _units, "units most correlated with a text feature", 20000)):
+        command = commands.add_parser(name, help=f"{text_help}: HTML page" + (" and PNG" if name == "visualize" else ""))
+        command.add_argument("--workdir", required=True)
+        command.add_argument("--text", help="text to read (default: the start of the validation split)")
+        command.add_argument("--text-file", help="read the text from this file")
+        command.add_argument("--max-chars", type=_positive(int), default=chars, help="tokens of the text used")
+        command.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
+        command.add_argument("--out", help="output folder (default: <workdir>/visualize)")
+        command.set_defaults(func=func)
+        if name == "visualize":
+            command.add_argument("--units", help="comma-separated unit indices (default: the 8 most variable)")
+            command.add_argument("--layer", type=int, default=-1, help="layer index; -1 = the top one")
+            command.add_argument("--state", default="h", help="h, or c for an LSTM's cell state")
+        else:
+            command.add_argument("--feature", action="append", help="inside_quotes, line_position or "
+                                 "bracket_depth; repeatable (default: all)")
+            command.add_argument("--top", type=_positive(int), default=5, help="units listed per feature")
 
 
 def _quiet_libraries():
@@ -193,9 +326,9 @@ def _quiet_libraries():
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    _quiet_libraries()
     try:
+        args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+        _quiet_libraries()
         args.func(args, rest)
     except UserError as e:
         print(f"rnnlm: error: {e}", file=sys.stderr)

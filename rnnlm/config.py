@@ -61,6 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.log_every = 50  # steps between progress lines and metric records
     c.train.checkpoint_every = 500  # steps between mid-epoch checkpoints; 0 = epoch ends only
     c.train.keep_checkpoints = 3  # most recent checkpoints kept, besides the best by validation loss
+    c.train.skip_nonfinite = False  # on a NaN/Inf loss or gradient: False = stop the run, True = skip the step
     c.train.num_devices = 0  # devices in the data-parallel mesh; 0 = all devices of all processes
 
     c.eval = ml_collections.ConfigDict()

@@ -9,7 +9,6 @@ fetched only on log steps.
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import pathlib
 import time
@@ -26,13 +25,15 @@ from jax.experimental import multihost_utils
 from rnnlm import optim, sharding
 from rnnlm.checkpoint import Checkpoints
 from rnnlm.config import validate
-from rnnlm.data.batching import Streams, make_streams
+from rnnlm.data.batching import make_streams
 from rnnlm.errors import UserError
 from rnnlm.models import count_params, language_model_from_config
+from rnnlm.preemption import PreemptionWatch
 from rnnlm.sampling import sample_text
-from rnnlm.workdir import MetricLog, prepare_data, reconcile_config
+from rnnlm.workdir import MetricLog, load_data, reconcile_config, save_data
 
 LN2 = math.log(2.0)
+NO_STEP = np.iinfo(np.int32).max  # "no non-finite step yet"
 
 
 @flax.struct.dataclass
@@ -59,8 +60,13 @@ def token_nll(logits, targets):
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
 
 
-def train_step(state: TrainState, carry, batch, *, model, tx, loss: str):
-    """One optimizer step on a [B, T] window; returns the carry for the next window."""
+def train_step(state: TrainState, carry, batch, *, model, tx, loss: str, skip_nonfinite: bool = False):
+    """One optimizer step on a [B, T] window; returns the carry for the next window.
+
+    A non-finite loss or gradient is counted in the metrics (with the first step
+    it happened at); with skip_nonfinite the update is then dropped, otherwise the
+    host stops the run at its next sync, before anything is saved.
+    """
     dropout_rng = jax.random.fold_in(state.rng, state.step)
     weights = batch["weights"]
 
@@ -74,21 +80,39 @@ def train_step(state: TrainState, carry, batch, *, model, tx, loss: str):
         return nll_sum / denominator, (new_carry, nll_sum, count)
 
     (_, (new_carry, nll_sum, count)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(nll_sum) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                          opt_state=opt_state)
-    metrics = {"nll_sum": nll_sum, "tokens": count, "grad_norm": optax.tree.norm(grads)}
+    params = optax.apply_updates(state.params, updates)
+    if skip_nonfinite:
+        keep = lambda new, old: jnp.where(finite, new, old)
+        params = jax.tree_util.tree_map(keep, params, state.params)
+        opt_state = jax.tree_util.tree_map(keep, opt_state, state.opt_state)
+        new_carry = jax.tree_util.tree_map(keep, new_carry, carry)
+    state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    metrics = {"nll_sum": jnp.where(finite, nll_sum, 0.0), "tokens": jnp.where(finite, count, 0.0),
+               "grad_norm": jnp.where(finite, grad_norm, 0.0), "steps": jnp.int32(1),
+               "nonfinite": (~finite).astype(jnp.int32),
+               "first_nonfinite_step": jnp.where(finite, NO_STEP, state.step)}
     return state, new_carry, metrics
 
 
-def jit_train_step(model, tx, loss: str, mesh):
+def accumulate(total, metrics):
+    """Running sums of step metrics, on device; the first non-finite step is a minimum."""
+    if total is None:
+        return metrics
+    return {k: jnp.minimum(total[k], v) if k == "first_nonfinite_step" else total[k] + v
+            for k, v in metrics.items()}
+
+
+def jit_train_step(model, tx, loss: str, mesh, skip_nonfinite: bool = False):
     """`train_step` bound to its configuration and compiled with explicit shardings.
 
     State in and out replicated, carry and batch split on the batch axis, metrics
     replicated; state and carry are donated (updated in place).
     """
     replicated, split = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-    return jax.jit(functools.partial(train_step, model=model, tx=tx, loss=loss),
+    return jax.jit(functools.partial(train_step, model=model, tx=tx, loss=loss, skip_nonfinite=skip_nonfinite),
                    in_shardings=(replicated, split, split), out_shardings=(replicated, split, replicated),
                    donate_argnums=(0, 1))
 
@@ -137,8 +161,42 @@ def _stop_reason(config, step: int, seconds: float, check_clock: bool = True) ->
     return None
 
 
+class _Pending:
+    """Step metrics summed on device since the last log record, fetched only when needed.
+
+    A checkpoint between two log steps stores the sums, so a resumed run writes
+    the same records as an uninterrupted one.
+    """
+
+    def __init__(self, saved: dict | None = None):
+        self.sums = None if not saved else {k: jnp.asarray(v, jnp.int32 if k in _INT_METRICS else jnp.float32)
+                                             for k, v in saved.items()}
+        self.started = time.perf_counter()
+
+    def add(self, metrics) -> None:
+        self.sums = accumulate(self.sums, metrics)
+
+    def fetch(self) -> dict | None:
+        return None if self.sums is None else {k: v.item() for k, v in jax.device_get(self.sums).items()}
+
+
+_INT_METRICS = ("steps", "nonfinite", "first_nonfinite_step")
+
+
+def _train_record(step: int, epoch: float, totals: dict, char_level: bool, opt_state, started: float) -> dict:
+    return {"step": step, "epoch": epoch, "split": "train",
+            **summarize(totals["nll_sum"], totals["tokens"], char_level),
+            "grad_norm": totals["grad_norm"] / max(totals["steps"] - totals["nonfinite"], 1),
+            "learning_rate": optim.current_learning_rate(opt_state),
+            "tokens_per_sec": totals["tokens"] / max(time.perf_counter() - started, 1e-9)}
+
+
 def train_and_evaluate(config, workdir) -> dict:
-    """Train (or resume) the run in `workdir`, then report validation and test metrics."""
+    """Train (or resume) the run in `workdir`, then report validation and test metrics.
+
+    Returns {"step", "valid", "test", "sample"}; {"step", "preempted": True} when
+    a SIGTERM stopped it (a checkpoint of that step is written first).
+    """
     workdir = pathlib.Path(workdir)
     c = config.train
     validate(config)
@@ -147,94 +205,116 @@ def train_and_evaluate(config, workdir) -> dict:
     mesh = sharding.make_mesh(c.num_devices)
     sharding.check_batch_size(c.batch_size, mesh)
     sharding.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
-    workdir.mkdir(parents=True, exist_ok=True)
-    reconcile_config(config, workdir, write=writer)
-    tokenizer, ids = prepare_data(config, workdir, write=writer)
-    char_level = tokenizer.kind == "char"
+    if (workdir / "config.json").exists():
+        reconcile_config(config, workdir, write=False)  # refuse a mismatched run before reading data
+    tokenizer, ids, cached = load_data(config, workdir)
     if config.sample.length and config.sample.prompt:  # a bad prompt fails now, not after training
         tokenizer.encode(config.sample.prompt, strict=True)
+    workdir.mkdir(parents=True, exist_ok=True)  # everything is checked: only now is anything written
+    reconcile_config(config, workdir, write=writer)
+    if writer and not cached:
+        save_data(workdir, tokenizer, ids)
+    char_level = tokenizer.kind == "char"
 
     model = language_model_from_config(config.model, tokenizer.vocab_size)
     train_streams = make_streams(ids["train"], c.batch_size, c.bptt).rows(sharding.local_rows(c.batch_size, mesh))
     steps_per_epoch = train_streams.num_windows
-    total_steps = c.max_steps or c.epochs * steps_per_epoch
-    tx = optim.make_optimizer(c, total_steps)
+    tx = optim.make_optimizer(c, c.max_steps or c.epochs * steps_per_epoch)
     state = create_train_state(model, tx, config.seed, mesh)
     carry = sharding.zeros_carry(model.initial_carry, c.batch_size, mesh)
     controller = optim.LearningRateController.from_config(c)
     log = MetricLog(workdir / "metrics.jsonl", enabled=writer)
     checkpoints = Checkpoints(workdir, keep=c.keep_checkpoints)
 
-    epoch, window, seconds = 0, 0, 0.0
-    if checkpoints.latest_step() is not None:
-        step = checkpoints.latest_step()
-        state, carry, meta = checkpoints.restore(step, state, carry)
+    epoch, window, seconds, pending = 0, 0, 0.0, _Pending()
+    restored = checkpoints.restore_latest_good(state, carry)
+    if restored is not None:
+        step, state, carry, meta = restored
         epoch, window, seconds = meta["epoch"], meta["window"], meta["train_seconds"]
         controller = optim.LearningRateController.from_config(c, meta["lr"])
+        pending = _Pending(meta.get("pending"))
         log.truncate_after(step)
-        logging.info("resumed %s at step %d (epoch %d, window %d)", workdir, step, epoch, window)
+        say(f"resumed from step {step} (epoch {epoch + 1}, window {window})")
     say(f"rnnlm: {config.name}: {tokenizer.kind} tokens, vocab {tokenizer.vocab_size:,}, "
-          f"train {len(ids['train']):,} tokens, {steps_per_epoch} steps/epoch, "
-          f"{count_params(state.params):,} parameters, {mesh.devices.size} device(s); workdir {workdir}")
+        f"train {len(ids['train']):,} tokens, {steps_per_epoch} steps/epoch, "
+        f"{count_params(state.params):,} parameters, {mesh.devices.size} device(s); workdir {workdir}")
 
-    p_train_step = jit_train_step(model, tx, c.loss, mesh)
+    p_train_step = jit_train_step(model, tx, c.loss, mesh, c.skip_nonfinite)
     evaluator = Evaluator(model, mesh, config.eval.batch_size, config.eval.bptt or c.bptt)
+    skipped = 0
 
-    def meta(next_epoch, next_window):
-        return {"epoch": next_epoch, "window": next_window, "train_seconds": seconds, "lr": controller.to_dict()}
+    def save(totals, valid_loss=None):
+        meta = {"epoch": epoch, "window": window, "train_seconds": seconds, "lr": controller.to_dict(),
+                "pending": totals}
+        checkpoints.save(step, state, carry, meta, valid_loss=valid_loss)
+
+    def check_finite(totals):
+        nonlocal skipped
+        if totals and totals["nonfinite"]:
+            if not c.skip_nonfinite:
+                checkpoints.wait()
+                raise UserError(f"non-finite loss or gradient at step {totals['first_nonfinite_step']}; "
+                                f"the last good checkpoint is step {checkpoints.latest_step()} in "
+                                f"{checkpoints.directory} (set train.skip_nonfinite=True to skip such steps)")
+            skipped += totals["nonfinite"]
 
     step = int(state.step)
     stop = _stop_reason(config, step, seconds)
-    pending: list[dict] = []
     valid = None
-    while epoch < c.epochs and stop is None:
-        rate = controller.start_epoch(epoch)
-        if rate is not None:
-            state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, rate))
-        if window == 0:
-            carry = sharding.zeros_carry(model.initial_carry, c.batch_size, mesh)
-        bar = tqdm.tqdm(total=steps_per_epoch, initial=window, desc=f"epoch {epoch + 1}/{c.epochs}",
-                        disable=not writer, leave=False, dynamic_ncols=True)
-        tick = time.perf_counter()
-        while window < steps_per_epoch:
-            batch = sharding.shard_batch(train_streams.window(window), mesh)
-            state, carry, metrics = p_train_step(state, carry, batch)
-            pending.append(metrics)
-            step, window = step + 1, window + 1
-            bar.update(1)
-            logged = step % c.log_every == 0 or window == steps_per_epoch
-            if logged:
-                totals = jax.device_get(jax.tree_util.tree_map(lambda *xs: sum(xs), *pending))
+    with PreemptionWatch() as preemption:
+        while epoch < c.epochs and stop is None:
+            rate = controller.start_epoch(epoch)
+            if rate is not None:
+                state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, rate))
+            if window == 0:
+                carry = sharding.zeros_carry(model.initial_carry, c.batch_size, mesh)
+            bar = tqdm.tqdm(total=steps_per_epoch, initial=window, desc=f"epoch {epoch + 1}/{c.epochs}",
+                            disable=not writer, leave=False, dynamic_ncols=True)
+            tick = pending.started = time.perf_counter()
+            while window < steps_per_epoch:
+                batch = sharding.shard_batch(train_streams.window(window), mesh)
+                state, carry, metrics = p_train_step(state, carry, batch)
+                pending.add(metrics)
+                step, window = step + 1, window + 1
+                bar.update(1)
+                logged = step % c.log_every == 0 or window == steps_per_epoch
+                preempted = preemption.requested(step)
+                stop = "preempted (SIGTERM)" if preempted else _stop_reason(
+                    config, step, seconds + time.perf_counter() - tick, check_clock=logged)
+                due = window < steps_per_epoch and (stop or (c.checkpoint_every and step % c.checkpoint_every == 0))
+                if not (logged or due):
+                    continue
+                totals = pending.fetch()  # the only host sync: log steps and checkpoints
+                check_finite(totals)
                 now = time.perf_counter()
-                seconds += now - tick
-                record = {"step": step, "epoch": epoch + window / steps_per_epoch, "split": "train",
-                          **summarize(totals["nll_sum"], totals["tokens"], char_level),
-                          "grad_norm": float(totals["grad_norm"]) / len(pending),
-                          "learning_rate": optim.current_learning_rate(state.opt_state),
-                          "tokens_per_sec": float(totals["tokens"]) / max(now - tick, 1e-9)}
-                tick, pending = now, []
-                log.write(record)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_sec']:,.0f}")
-                if not math.isfinite(record["loss"]):
-                    checkpoints.wait()
-                    raise UserError(f"non-finite training loss at step {step}; last checkpoint: "
-                                    f"{checkpoints.latest_step()}")
-            stop = _stop_reason(config, step, seconds + time.perf_counter() - tick, check_clock=logged)
-            due = stop or (c.checkpoint_every and step % c.checkpoint_every == 0)
-            if due and window < steps_per_epoch:  # epoch ends are saved below, with the valid loss
-                checkpoints.save(step, state, carry, meta(epoch, window))
-            if stop:
-                break
-        bar.close()
-        if window == steps_per_epoch:
-            epoch, window = epoch + 1, 0
-            valid = evaluator(state.params, ids["valid"], char_level)
-            controller.end_epoch(valid["loss"])
-            log.write({"step": step, "epoch": epoch, "split": "valid", **valid})
-            say(f"epoch {epoch}: valid loss {valid['loss']:.4f}, perplexity {valid['perplexity']:.2f}, "
-                  f"{'bits/char' if char_level else 'bits/token'} {valid['loss'] / LN2:.4f}")
-            checkpoints.save(step, state, carry, meta(epoch, 0), valid_loss=valid["loss"])
+                seconds, tick = seconds + now - tick, now
+                if logged:
+                    record = _train_record(step, epoch + window / steps_per_epoch, totals, char_level,
+                                           state.opt_state, pending.started)
+                    pending = _Pending()
+                    log.write(record)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_sec']:,.0f}")
+                if due:  # mid-epoch; epoch ends are saved below with the validation loss
+                    save(None if logged else totals)
+                if stop:
+                    break
+            bar.close()
+            if window == steps_per_epoch:
+                epoch, window = epoch + 1, 0
+                valid = evaluator(state.params, ids["valid"], char_level)
+                controller.end_epoch(valid["loss"])
+                log.write({"step": step, "epoch": epoch, "split": "valid", **valid})
+                say(f"epoch {epoch}: valid loss {valid['loss']:.4f}, perplexity {valid['perplexity']:.2f}, "
+                    f"{'bits/char' if char_level else 'bits/token'} {valid['loss'] / LN2:.4f}")
+                save(None, valid_loss=valid["loss"])
     checkpoints.wait()
+    if skipped:
+        say(f"skipped {skipped} step(s) with a non-finite loss or gradient")
+    if stop and stop.startswith("preempted"):
+        say(f"preempted: checkpoint of step {step} written to {checkpoints.directory}; rerun the same command to resume")
+        checkpoints.close()
+        log.close()
+        return {"step": step, "preempted": True}
     if stop:
         say(f"stopped: {stop}")
 
@@ -249,4 +329,5 @@ def train_and_evaluate(config, workdir) -> dict:
                                         seed=config.seed)[0]
         say("sample:\n" + results["sample"])
     checkpoints.close()
+    log.close()
     return results

@@ -62,23 +62,26 @@ def reconcile_config(config, workdir: pathlib.Path, write: bool = True) -> None:
         key = frozen[0]
         raise UserError(f"{workdir} holds a run with {key}={saved.get(key)!r}, but the config says "
                         f"{current.get(key)!r}; use another --workdir")
+    if not write:
+        return
     for key in changed:
         logging.warning("config change on resume: %s: %r -> %r", key, saved.get(key), current.get(key))
-    if changed and write:
+    if changed:
         write_atomically(path, config_json(config).encode())
 
 
-def prepare_data(config, workdir: pathlib.Path, write: bool = True):
-    """(tokenizer, {split: ids}) for a run; fits and saves the tokenizer on first use.
+def load_data(config, workdir: pathlib.Path):
+    """(tokenizer, {split: ids}, cached) without writing anything.
 
-    With write=False (every process but the first of a multi-host run) nothing
-    is written; the tokenizer is fitted the same way in memory.
+    From the workdir's cache when it holds one; else the corpus is read and
+    checked and the tokenizer fitted on train — so bad data fails before a run
+    directory is created.
     """
     cache = workdir / "data"
     tokenizer_path = workdir / "tokenizer.json"
     splits = text_lib.SPLITS
     if tokenizer_path.exists() and all((cache / f"{s}.npy").exists() for s in splits):
-        return load_tokenizer(tokenizer_path), {s: np.load(cache / f"{s}.npy") for s in splits}
+        return load_tokenizer(tokenizer_path), {s: np.load(cache / f"{s}.npy") for s in splits}, True
     texts, usual_tokenizer = text_lib.load_corpus_text(config.data)
     if tokenizer_path.exists():
         tokenizer = load_tokenizer(tokenizer_path)
@@ -88,13 +91,24 @@ def prepare_data(config, workdir: pathlib.Path, write: bool = True):
     for split, values in ids.items():
         if len(values) < 2:
             raise UserError(f"the {split} split has {len(values)} token(s); need at least 2")
-    if write:
-        cache.mkdir(parents=True, exist_ok=True)
-        for split, values in ids.items():
-            buffer = io.BytesIO()
-            np.save(buffer, values)
-            write_atomically(cache / f"{split}.npy", buffer.getvalue())
-        write_atomically(tokenizer_path, tokenizer_json(tokenizer).encode())
+    return tokenizer, ids, False
+
+
+def save_data(workdir: pathlib.Path, tokenizer, ids) -> None:
+    cache = workdir / "data"
+    cache.mkdir(parents=True, exist_ok=True)
+    for split, values in ids.items():
+        buffer = io.BytesIO()
+        np.save(buffer, values)
+        write_atomically(cache / f"{split}.npy", buffer.getvalue())
+    write_atomically(workdir / "tokenizer.json", tokenizer_json(tokenizer).encode())
+
+
+def prepare_data(config, workdir: pathlib.Path, write: bool = True):
+    """(tokenizer, {split: ids}) for a run, saving the tokenizer and ids on first use when write is set."""
+    tokenizer, ids, cached = load_data(config, workdir)
+    if write and not cached:
+        save_data(workdir, tokenizer, ids)
     return tokenizer, ids
 
 
@@ -102,10 +116,13 @@ class MetricLog:
     """Append-only JSON lines; on resume, records after the restored step are dropped."""
 
     def __init__(self, path: pathlib.Path, enabled: bool = True):
+        from rnnlm.tensorboard import EventFile
         self.path = path
         self.enabled = enabled
+        self.events = EventFile(pathlib.Path(path).parent)  # the same records for TensorBoard
 
     def truncate_after(self, step: int) -> None:
+        self.events.purge_from(step + 1)
         if not (self.enabled and self.path.exists()):
             return
         kept = [line for line in self.path.read_text().splitlines()
@@ -116,6 +133,10 @@ class MetricLog:
         if self.enabled:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+            self.events.write(record)
+
+    def close(self) -> None:
+        self.events.close()
 
     def read(self) -> list[dict]:
         if not self.path.exists():

@@ -1,0 +1,5 @@
+"""Ablations: experiment files with `get_sweep()`, run by `rnnlm sweep --config experiments/ablations/<name>.py`.
+
+    cell_type.py    rnn / lstm / gru / gru_cho / gru_seed at equal parameter count (characters, PTB)
+    hidden_size.py  LSTM hidden size 64 ... 1024 on PTB: validation perplexity against parameters
+"""

@@ -1,0 +1,156 @@
+"""Plots to PNG: training curves from metrics.jsonl, sweep results, and the two studies' figures.
+
+    rnnlm plot --workdir runs/ptb_small                         # -> runs/ptb_small/curves.png
+    rnnlm plot --workdir runs/a --workdir runs/b --out ab.png   # runs overlaid
+    rnnlm plot --workdir runs/ablation_cell_type_char           # a sweep: every run in it
+
+Matplotlib runs with the Agg backend: no display is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+from rnnlm.errors import UserError
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def read_metrics(workdir) -> list[dict]:
+    """The records of `<workdir>/metrics.jsonl`; a UserError when there are none."""
+    path = pathlib.Path(workdir) / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"no metrics.jsonl in {workdir}")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise UserError(f"{path}:{number} is not a JSON record") from None
+    if not records:
+        raise UserError(f"{path} holds no records yet")
+    return records
+
+
+def expand_runs(workdirs, marker: str = "metrics.jsonl") -> list[pathlib.Path]:
+    """Each workdir that holds `marker`, or, for a sweep directory, its runs that do (sorted)."""
+    runs = []
+    for workdir in map(pathlib.Path, workdirs):
+        if not workdir.is_dir():
+            raise UserError(f"workdir not found: {workdir}")
+        if (workdir / marker).exists():
+            runs.append(workdir)
+            continue
+        inner = sorted(p for p in workdir.iterdir() if (p / marker).exists())
+        if not inner:
+            raise UserError(f"no {marker} in {workdir} nor in its subdirectories (not a run or a sweep)")
+        runs.extend(inner)
+    return runs
+
+
+def run_labels(runs: list[pathlib.Path]) -> list[str]:
+    names = [r.name for r in runs]
+    return [n if names.count(n) == 1 else str(r) for n, r in zip(names, runs)]
+
+
+def training_curves(workdirs, out) -> pathlib.Path:
+    """Loss (train line, validation markers), gradient norm and learning rate against step."""
+    runs = expand_runs(workdirs)
+    plt = pyplot()
+    panels = [("loss", "loss (nats/token)"), ("grad_norm", "gradient norm"), ("learning_rate", "learning rate")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8))
+    for index, (run, label) in enumerate(zip(runs, run_labels(runs))):
+        records = read_metrics(run)
+        color = f"C{index % 10}"
+        train = [r for r in records if r.get("split") == "train"]
+        valid = [r for r in records if r.get("split") == "valid"]
+        for ax, (key, _) in zip(axes, panels):
+            points = [(r["step"], r[key]) for r in train if key in r]
+            if points:
+                ax.plot(*zip(*points), color=color, lw=1.2, label=f"{label} train" if key == "loss" else label)
+        if valid:
+            axes[0].plot([r["step"] for r in valid], [r["loss"] for r in valid], "o--", color=color, ms=4,
+                         label=f"{label} valid")
+    for ax, (key, title) in zip(axes, panels):
+        ax.set_xlabel("step")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if key == "grad_norm":
+            ax.set_yscale("log")
+    axes[0].legend(fontsize="small")
+    return save_figure(fig, out)
+
+
+def sweep_plot(groups: list[dict], out, title: str) -> pathlib.Path:
+    """Validation perplexity against parameters, one point per sweep row (error bars over seeds)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for g in groups:
+        if "valid ppl" not in g:
+            continue
+        m = g["valid ppl"]
+        ax.errorbar(g["params"], m["mean"], yerr=m["std"] if m["n"] > 1 else None, fmt="o", capsize=3)
+        label = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in g["overrides"].items())
+        ax.annotate(label, (g["params"], m["mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    params = [g["params"] for g in groups if "valid ppl" in g]
+    if max(params) > 3 * min(params):
+        ax.set_xscale("log")
+    ax.margins(x=0.25, y=0.1)
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("validation perplexity")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    return save_figure(fig, out)
+
+
+def lag_plot(curves: list[dict], out, title: str) -> pathlib.Path:
+    """Gradient norm against lag, log scale: solid = trained, dashed = freshly initialised."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = {}
+    for curve in curves:
+        color = colors.setdefault(curve["label"], f"C{len(colors) % 10}")
+        ax.plot(range(len(curve["norms"])), curve["norms"], "-" if curve["state"] == "trained" else "--",
+                color=color, label=f"{curve['label']} ({curve['state']})")
+    ax.set_yscale("log")
+    ax.set_xlabel("lag k (steps back from the loss)")
+    ax.set_ylabel("‖∂ loss_t / ∂ h_(t-k)‖ (geometric mean)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    return save_figure(fig, out)
+
+
+def success_plot(rates: dict, distances: list[int], out, title: str, chance: float) -> pathlib.Path:
+    """Success rate against distance, one line per cell; rates = {cell: [(mean, std) per distance]}."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ax.axhline(chance, ls=":", color="gray", label="constant answer")
+    for cell, values in rates.items():
+        means = [m for m, _ in values]
+        stds = [s for _, s in values]
+        ax.errorbar(distances, means, yerr=stds, marker="o", capsize=3, label=cell)
+    ax.set_xscale("log")
+    ax.set_xlabel("distance between the marked numbers (steps)")
+    ax.set_ylabel("success rate (|error| < 0.04)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return save_figure(fig, out)
+
+
+def save_figure(fig, out) -> pathlib.Path:
+    out = pathlib.Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    pyplot().close(fig)
+    return out

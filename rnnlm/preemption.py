@@ -1,0 +1,41 @@
+"""SIGTERM -> "checkpoint now and exit 0": what TPU maintenance events and most schedulers send.
+
+One process: a signal handler sets a flag that the train loop reads after each
+step (no host sync). Several processes: JAX's distributed runtime already
+watches for preemption notices; `reached_preemption_sync_point` makes every
+process stop at the same step.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import jax
+
+
+class PreemptionWatch:
+    """A context manager; `.requested(step)` says whether to checkpoint and stop at this step."""
+
+    def __init__(self):
+        self.signalled = False
+        self._previous = None
+
+    def __enter__(self):
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+    def _handle(self, signum, frame):
+        self.signalled = True
+
+    def requested(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            return bool(multihost_utils.reached_preemption_sync_point(step))
+        return self.signalled

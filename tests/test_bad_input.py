@@ -1,0 +1,94 @@
+"""Every bad input the issues name, through the real CLI: one line, a non-zero exit, nothing changed on disk."""
+
+import hashlib
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from conftest import data_dir
+from rnnlm import cli
+from rnnlm.data import corpora
+
+
+def digest(root):
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(pathlib.Path(root).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    run = root / "run"
+    assert cli.main(["train", "--config", "experiments/default.py:tiny", "--workdir", str(run),
+                     "--config.train.max_steps=3", "--config.sample.length=0"]) == 0
+    (root / "empty.txt").write_text("")
+    (root / "latin1.txt").write_bytes("café au lait\n".encode("latin-1"))
+    with open(root / "huge.txt", "wb") as f:  # sparse: 3 GiB on paper, nothing on disk
+        f.truncate(3 << 30)
+    (root / "no_checkpoint").mkdir()
+    (root / "no_checkpoint" / "config.json").write_text("{}")
+    bad_ptb = root / "bad_data" / "ptb"
+    bad_ptb.mkdir(parents=True)
+    for entry in corpora.CORPORA["ptb"].files:
+        (bad_ptb / entry.name).write_bytes((data_dir() / "ptb" / entry.name).read_bytes()[:-2] + b"x\n")
+    return root
+
+
+TRAIN = ["train", "--config", "experiments/default.py:tiny", "--workdir", "{root}/run"]
+FRESH = ["train", "--config", "experiments/default.py:tiny", "--workdir", "{root}/fresh"]
+CASES = {
+    "missing corpus file": (FRESH + ["--config.data.corpus={root}/missing.txt"], "path not found"),
+    "empty corpus file": (FRESH + ["--config.data.corpus={root}/empty.txt"], "is empty"),
+    "non-UTF-8 corpus": (FRESH + ["--config.data.corpus={root}/latin1.txt"], "not valid UTF-8"),
+    "oversized corpus": (FRESH + ["--config.data.corpus={root}/huge.txt"], "3.0 GiB; the limit is 2 GiB"),
+    "checksum mismatch": (FRESH + ["--config.data.corpus=ptb", "--config.data.data_dir={root}/bad_data"],
+                          "checksum mismatch"),
+    "unknown corpus": (TRAIN + ["--config.data.corpus=pennbank"], "unknown corpus 'pennbank'"),
+    "unknown cell": (TRAIN + ["--config.model.cell=lstn"], "unknown cell 'lstn'"),
+    "unknown tokenizer": (TRAIN + ["--config.data.tokenizer=bytes"], "unknown data.tokenizer 'bytes'"),
+    "unknown optimizer": (TRAIN + ["--config.train.optimizer=adagrad"], "unknown train.optimizer"),
+    "unknown config key": (TRAIN + ["--config.model.hiden_size=3"], "unknown config field 'model.hiden_size'"),
+    "badly typed value": (TRAIN + ["--config.model.hidden_size=big"], "invalid literal for int"),
+    "unknown experiment": (["train", "--config", "experiments/nope.py"], "experiment config not found"),
+    "zero hidden size": (TRAIN + ["--config.model.hidden_size=0"], "model.hidden_size must be positive"),
+    "negative bptt": (TRAIN + ["--config.train.bptt=-5"], "train.bptt must be positive"),
+    "dropout of 1": (TRAIN + ["--config.model.dropout=1.0"], "model.dropout must be in [0, 1)"),
+    "bad split": (FRESH + ["--config.data.corpus={root}/run/tokenizer.json", "--config.data.split=(0.5,0.6,0.1)"],
+                  "three positive fractions summing to 1"),
+    "changed model on resume": (TRAIN + ["--config.model.num_layers=3"], "holds a run with model.num_layers=2"),
+    "out-of-vocabulary prompt": (["generate", "--workdir", "{root}/run", "--prompt", "naïve ☃"], "not in the vocabulary"),
+    "out-of-vocabulary sample prompt": (TRAIN + ["--config.sample.prompt=☃"], "not in the vocabulary"),
+    "zero length": (["generate", "--workdir", "{root}/run", "--length", "0"], "must be positive"),
+    "negative temperature": (["generate", "--workdir", "{root}/run", "--temperature", "-1"], "temperature must be >= 0"),
+    "top-p above 1": (["generate", "--workdir", "{root}/run", "--top-p", "1.5"], "top-p must be in (0, 1]"),
+    "workdir without checkpoint": (["generate", "--workdir", "{root}/no_checkpoint"], "tokenizer.json is missing"),
+    "workdir that does not exist": (["eval", "--workdir", "{root}/nowhere"], "is not a training run"),
+    "unknown checkpoint step": (["eval", "--workdir", "{root}/run", "--checkpoint", "999"], "no checkpoint '999'"),
+    "unknown split": (["eval", "--workdir", "{root}/run", "--split", "dev"], "invalid choice: 'dev'"),
+    "unknown command": (["trian"], "invalid choice: 'trian'"),
+    "stray argument": (["eval", "--workdir", "{root}/run", "extra"], "unexpected argument 'extra'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input(files, capsys, name):
+    args, message = CASES[name]
+    args = [a.replace("{root}", str(files)) for a in args]
+    before = digest(files / "run")
+    capsys.readouterr()
+    assert cli.main(args) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("rnnlm: error: ") and "\n" not in err, err
+    assert message in err
+    assert digest(files / "run") == before  # nothing in the existing run changed
+    assert not (files / "fresh").exists()  # and no new run directory was started
+
+
+def test_real_process_exit_status(files):
+    """The same, through the installed entry point in a fresh process (no traceback, status 2)."""
+    out = subprocess.run([sys.executable, "-m", "rnnlm", "generate", "--workdir", str(files / "run"), "--prompt", "☃"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr

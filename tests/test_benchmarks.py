@@ -1,0 +1,68 @@
+"""The benchmark suite runs end to end on tiny shapes. Not a timed test: no speed is asserted."""
+
+import json
+
+import pytest
+
+from experiments.benchmarks import impls, report, run, shapes
+from rnnlm import cli
+from rnnlm.errors import UserError
+
+THROUGHPUTS = ["train_tokens_per_s", "eval_tokens_per_s", "sample_b2_tokens_per_s"]
+
+
+def _impls():
+    # torch only where it is importable; --torch-threads 1 keeps a busy CI machine from OpenMP stalls.
+    return "rnnlm,flax" + (",torch" if impls.available("torch") else "")
+
+
+def test_tiny_benchmark_writes_table_and_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert run.main(["--tiny", "--configs", "char", "--cells", "lstm", "--impls", _impls(), "--reps", "1",
+                     "--steps", "2", "--sample-length", "4", "--sample-batches", "2", "--no-memory",
+                     "--torch-threads", "1", "--out", str(out)]) == 0
+
+    doc = json.loads(out.read_text())
+    names = _impls().split(",")
+    assert [row["impl"] for row in doc["results"]] == names
+    for row in doc["results"]:
+        assert (row["config"], row["cell"], row["shape"]) == ("char", "lstm", vars(shapes.get_shape("char", True)))
+        for key in THROUGHPUTS:
+            assert row[key]["min"] > 0 and row[key]["min"] <= row[key]["median"] <= row[key]["max"]
+        assert row["compile"]["first_call_s"] > 0 and row["compile_s"] >= 0
+        assert row["train_gflops"] > 0 and row["train_fraction_of_peak"] > 0
+        assert row["flops_per_token"]["train"] == 3 * row["flops_per_token"]["forward"] > 0
+        if "torch" in names:
+            assert row["ratio_to_torch"]["train_tokens_per_s"] > 0
+    assert all(g > 0 for g in doc["matmul_peak_gflops"].values())
+
+    table = capsys.readouterr().out
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    assert lines[0].startswith("| config | cell | impl | train tok/s | eval tok/s | sample b=2 tok/s |")
+    assert len(lines) == 2 + len(names)
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+    assert table == report.markdown(doc)
+
+
+def test_memory_figure_worker(tmp_path, capsys):
+    out = tmp_path / "memory.json"
+    assert run.main(["--tiny", "--memory-figure", "--configs", "char", "--cells", "gru", "--impls", "rnnlm",
+                     "--seq-lens", "8", "--out", str(out)]) == 0
+    (point,) = json.loads(out.read_text())["memory_figure"]
+    assert (point["impl"], point["cell"], point["seq_len"]) == ("rnnlm", "gru", 8)
+    assert point["rss_before_mb"] > 0 and point["peak_rss_delta_mb"] >= 0  # a tiny step may fit in free pages
+    assert "| char | gru | rnnlm |" in capsys.readouterr().out
+
+
+def test_flops_count_matches_hand_count():
+    shape = shapes.get_shape("ptb_small")
+    # 2 layers of [200] @ [200, 800] twice (input, recurrent), then [200] @ [200, 10000].
+    assert shapes.forward_flops_per_token(shape, "lstm") == 2 * (2 * 2 * 200 * 800) + 2 * 200 * 10_000
+
+
+def test_bad_names_are_refused_in_one_line(tmp_path, capsys):
+    with pytest.raises(UserError, match="unknown benchmark config"):
+        run.main(["--tiny", "--configs", "nope", "--out", str(tmp_path / "x.json")])
+    assert cli.main(["bench", "--tiny", "--cells", "lstm,tree", "--out", str(tmp_path / "x.json")]) == 2
+    assert "rnnlm: error: unknown cell(s) tree" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
