@@ -197,6 +197,9 @@ def train_and_evaluate(config, workdir) -> dict:
     Returns {"step", "valid", "test", "sample"}; {"step", "preempted": True} when
     a SIGTERM stopped it (a checkpoint of that step is written first).
     """
+    if config.task == "classify":  # the text classifier has its own loop (rnnlm/classify.py)
+        from rnnlm.classify import train_and_evaluate_classifier
+        return train_and_evaluate_classifier(config, workdir)
     workdir = pathlib.Path(workdir)
     c = config.train
     validate(config)

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from rnnlm import cli
 from rnnlm.config import base_config
