@@ -17,7 +17,7 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = "default"  # experiment name; the default workdir is runs/<name>
     c.seed = 0  # seeds parameter init, dropout and sampling
-    c.task = "lm"  # "lm": language model
+    c.task = "lm"  # "lm": language model | "classify": text classifier (rnnlm/classify.py)
 
     c.data = ml_collections.ConfigDict()
     c.data.corpus = "default"  # registered corpus name, "default" (offline), or a path to a file/folder
@@ -26,10 +26,21 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.valid_path = ""
     c.data.test_path = ""
     c.data.split = (0.9, 0.05, 0.05)  # train/valid/test fractions when one file is split by position
-    c.data.tokenizer = ""  # "char" | "word"; "" = the corpus's usual one
+    c.data.tokenizer = ""  # "char" | "word" | "sentencepiece"; "" = the corpus's usual one
     c.data.max_vocab = 0  # word tokenizer: keep the most frequent words (incl. <unk>, <eos>); 0 = all
     c.data.min_freq = 1  # word tokenizer: drop words seen fewer times in train
     c.data.lowercase = False  # word tokenizer: lower-case before counting
+    c.data.spm_vocab_size = 8000  # sentencepiece: pieces in the trained model, incl. unknown and </s>
+    c.data.spm_model_type = "bpe"  # sentencepiece: "bpe" | "unigram"
+    c.data.spm_model = ""  # sentencepiece: an existing .model file to use instead of training one
+    c.data.lines = ()  # classify: inline "LABEL text" lines used as train, valid and test; () = read the corpus
+    c.data.coarse_labels = False  # classify: the label is its part before ':' ("NUM:dist" -> "NUM", TREC coarse)
+    c.data.valid_fraction = 0.1  # classify: share of train held out (fixed seed) when the corpus has no valid split
+    c.data.num_words = 10000  # classify: ids kept as in Keras Tokenizer(num_words): padding + OOV + top words; 0 = all
+    c.data.maxlen = 0  # classify: tokens per sequence, longer ones truncated; 0 = the longest train sequence
+    c.data.padding = "pre"  # classify: where pad_sequences adds padding: "pre" | "post" (Keras's default: pre)
+    c.data.truncating = "pre"  # classify: which end a long sequence loses: "pre" | "post" (Keras's default: pre)
+    c.data.bucket_by_length = False  # classify: batch sentences of similar length, each padded to its own longest
 
     c.model = ml_collections.ConfigDict()
     c.model.cell = "lstm"  # rnn | lstm | gru | gru_cho | gru_seed
@@ -41,6 +52,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.tie_weights = False  # share embedding and softmax weights
     c.model.init_scale = 0.0  # U(-s, s) init for all weights; 0 = per-part defaults (1/sqrt(H) for cells)
     c.model.unroll = 1  # lax.scan unroll factor (speed only)
+    c.model.num_classes = 0  # classify: output classes; 0 = the number of labels in train
+    c.model.bidirectional = False  # classify: each layer also reads the sequence backwards; features concatenated
+    c.model.pooling = "last"  # classify: sequence feature: "last" state | "mean" | "max" over the valid steps
+    c.model.use_mask = True  # classify: False feeds padding to the cells like any token (the masking ablation)
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32  # global batch: number of parallel token streams
@@ -120,13 +135,14 @@ def validate(config) -> None:
 
     get_cell(config.model.cell)
     corpus = config.data.corpus
-    if not any([config.data.train_path, corpus == corpora.DEFAULT_CORPUS, corpus in corpora.CORPORA,
+    if not any([config.data.train_path, config.data.lines, corpus == corpora.DEFAULT_CORPUS, corpus in corpora.CORPORA,
                 pathlib.Path(corpus).expanduser().exists()]):
         if "/" in corpus or "." in corpus:
             raise UserError(f"data.corpus: path not found: {corpus}")
         corpora.get_corpus(corpus)
     if config.data.tokenizer and config.data.tokenizer not in TOKENIZERS:
         raise UserError(f"unknown data.tokenizer {config.data.tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
+    _validate_task_fields(config)
     if config.train.optimizer not in ("sgd", "adam", "adamw"):
         raise UserError(f"unknown train.optimizer {config.train.optimizer!r}; choose one of sgd, adam, adamw")
     if config.train.lr_schedule not in SCHEDULES:
@@ -149,3 +165,33 @@ def validate(config) -> None:
         section, key = field.split(".")
         if config[section][key] < 0:
             raise UserError(f"{field} must not be negative, got {config[section][key]}")
+
+
+def _validate_task_fields(config) -> None:
+    """The task, SentencePiece and classifier fields."""
+    from rnnlm.errors import UserError
+
+    def choice(field, options):
+        section, key = field.split(".")
+        if config[section][key] not in options:
+            raise UserError(f"unknown {field} {config[section][key]!r}; choose one of {', '.join(options)}")
+
+    if config.task not in ("lm", "classify"):
+        raise UserError(f"unknown task {config.task!r}; choose lm or classify")
+    choice("data.spm_model_type", ("bpe", "unigram"))
+    if config.data.tokenizer == "sentencepiece" and config.data.spm_model:
+        if not pathlib.Path(config.data.spm_model).expanduser().is_file():
+            raise UserError(f"data.spm_model: file not found: {config.data.spm_model}")
+    if config.data.spm_vocab_size < 2:
+        raise UserError(f"data.spm_vocab_size must be at least 2, got {config.data.spm_vocab_size}")
+    choice("data.padding", ("pre", "post"))
+    choice("data.truncating", ("pre", "post"))
+    choice("model.pooling", ("last", "mean", "max"))
+    for field in ("data.num_words", "data.maxlen", "model.num_classes"):
+        section, key = field.split(".")
+        if config[section][key] < 0:
+            raise UserError(f"{field} must not be negative, got {config[section][key]}")
+    if not 0 < config.data.valid_fraction < 1:
+        raise UserError(f"data.valid_fraction must be in (0, 1), got {config.data.valid_fraction}")
+    if config.task == "classify" and config.data.tokenizer not in ("", "word"):
+        raise UserError(f"task=classify reads words (data.tokenizer word), not {config.data.tokenizer!r}")

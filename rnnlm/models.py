@@ -1,7 +1,8 @@
 """Models: Flax Linen modules that only create parameters and call the pure functions.
 
 All computation lives in `rnnlm.cells` and `rnnlm.recurrence`; the modules here
-decide the parameter names and shapes and wire embedding -> stack -> decoder.
+decide the parameter names and shapes and wire embedding -> stack -> decoder (the
+language model) or embedding -> stack -> pooling -> dense (the classifier).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from rnnlm.cells import get_cell
-from rnnlm.recurrence import dropout, initial_carry, run_stack
+from rnnlm.recurrence import dropout, initial_carry, run_stack, scan_layer
 
 
 def _uniform_init(scale):
@@ -102,3 +103,111 @@ def language_model_from_config(model_config, vocab_size: int) -> LanguageModel:
 
 def count_params(params) -> int:
     return sum(x.size for x in jax.tree_util.tree_leaves(params))
+
+
+class Classifier(nn.Module):
+    """Embedding -> stacked (bi)directional recurrent layers -> pooling -> dense -> class logits.
+
+    tokens [B, T] int32, mask [B, T] bool (True on real tokens) -> logits [B, C].
+    With a mask the recurrence freezes the carry and zeroes the output on padded
+    steps (`rnnlm.recurrence.scan_layer`), and pooling reads only valid steps, so
+    a sentence gets the same logits whatever its padding (length, side) and its
+    batch neighbours. Without one (`use_mask=False`, the ablation) padding is
+    read like any token.
+
+    bidirectional: every layer also runs over the sequence backwards
+    (`reverse=True`, the same mask) and the next layer reads both outputs,
+    concatenated [fwd, bwd] (as PyTorch's `bidirectional=True` and Keras's
+    stacked `Bidirectional`).
+    pooling: "last" = the final carry's h of each direction (with a mask: the
+    state after the last real token; backwards: after the first); "mean" and
+    "max" over the valid steps of the top layer's outputs.
+    """
+
+    vocab_size: int
+    num_classes: int
+    embed_size: int
+    hidden_size: int
+    num_layers: int
+    cell: str = "lstm"
+    bidirectional: bool = False
+    pooling: str = "last"
+    dropout: float = 0.0  # between layers and on the pooled features
+    embed_dropout: float = 0.0  # on the embedding output
+    init_scale: float = 0.0  # U(-s, s) for every weight; 0 = each part's default
+    unroll: int = 1
+
+    def setup(self):
+        cell = get_cell(self.cell)
+        scale = self.init_scale or None
+        directions = 2 if self.bidirectional else 1
+        self.embedding = self.param("embedding", _uniform_init(self.init_scale or 0.1), (self.vocab_size, self.embed_size))
+        sizes = [self.embed_size] + [directions * self.hidden_size] * (self.num_layers - 1)
+        self.layers = [self.param(f"layer_{d}", cell.init_params, n, self.hidden_size, scale) for d, n in enumerate(sizes)]
+        if self.bidirectional:
+            self.backward_layers = [self.param(f"backward_layer_{d}", cell.init_params, n, self.hidden_size, scale)
+                                    for d, n in enumerate(sizes)]
+        features = directions * self.hidden_size
+        self.dense = self.param("dense", _uniform_init(self.init_scale or features ** -0.5), (features, self.num_classes))
+        self.dense_bias = self.param("dense_bias", nn.initializers.zeros, (self.num_classes,))
+
+    def features(self, tokens, mask=None, *, train: bool = False):
+        """tokens [B, T] (and mask [B, T]) -> pooled features [B, directions * H]."""
+        cell = get_cell(self.cell)
+        rng = self.make_rng("dropout") if train and (self.dropout or self.embed_dropout) else None
+        batch = tokens.shape[0]
+        xs = jnp.take(self.embedding, tokens.T, axis=0)  # [T, B, E]
+        mask_t = None if mask is None else mask.T.astype(bool)  # [T, B]
+        if rng is not None:
+            xs = dropout(jax.random.fold_in(rng, 0), self.embed_dropout, xs)
+        stacks = [(self.layers, False)] + ([(self.backward_layers, True)] if self.bidirectional else [])
+        for depth in range(self.num_layers):
+            if depth > 0 and rng is not None:
+                xs = dropout(jax.random.fold_in(rng, depth), self.dropout, xs)
+            outputs, finals = [], []
+            for layers, reverse in stacks:
+                carry = cell.init_carry(batch, self.hidden_size, xs.dtype)
+                carry, ys = scan_layer(cell, layers[depth], carry, xs, mask_t, reverse=reverse, unroll=self.unroll)
+                outputs.append(ys)
+                finals.append(carry[-1])  # h: the last element of every cell's carry
+            xs = jnp.concatenate(outputs, axis=-1)
+        pooled = self._pool(xs, jnp.concatenate(finals, axis=-1), mask_t)
+        if rng is not None:
+            pooled = dropout(jax.random.fold_in(rng, self.num_layers), self.dropout, pooled)
+        return pooled
+
+    def _pool(self, ys, last, mask_t):
+        """ys [T, B, F] of the top layer, last [B, F] -> [B, F]."""
+        if self.pooling == "last":
+            return last
+        if mask_t is None:
+            mask_t = jnp.ones(ys.shape[:2], bool)
+        valid = mask_t[:, :, None]
+        if self.pooling == "mean":
+            count = jnp.maximum(valid.sum(axis=0), 1).astype(ys.dtype)
+            return jnp.where(valid, ys, 0.0).sum(axis=0) / count
+        if self.pooling == "max":
+            pooled = jnp.where(valid, ys, -jnp.inf).max(axis=0)
+            return jnp.where(valid.any(axis=0), pooled, 0.0)  # an all-padding filler row: zeros, not -inf
+        raise ValueError(f"unknown pooling {self.pooling!r}; choose last, mean or max")
+
+    def __call__(self, tokens, mask=None, *, train: bool = False):
+        return self.features(tokens, mask, train=train) @ self.dense + self.dense_bias
+
+
+def classifier_from_config(model_config, vocab_size: int, num_classes: int) -> Classifier:
+    get_cell(model_config.cell)
+    return Classifier(
+        vocab_size=vocab_size,
+        num_classes=num_classes,
+        embed_size=model_config.embed_size,
+        hidden_size=model_config.hidden_size,
+        num_layers=model_config.num_layers,
+        cell=model_config.cell,
+        bidirectional=model_config.bidirectional,
+        pooling=model_config.pooling,
+        dropout=model_config.dropout,
+        embed_dropout=model_config.embed_dropout,
+        init_scale=model_config.init_scale,
+        unroll=model_config.unroll,
+    )

@@ -23,18 +23,25 @@ def filter_logits(logits, temperature, top_k: int, top_p):
     if top_k:
         kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
         logits = jnp.where(logits < kth, -jnp.inf, logits)
-    ordered = jnp.sort(logits, axis=-1)[..., ::-1]
-    probs = jax.nn.softmax(ordered, axis=-1)
-    # A token is kept if the mass strictly before it is below top_p; the first is always kept.
-    kept = (jnp.cumsum(probs, axis=-1) - probs) < top_p
-    threshold = jnp.take_along_axis(ordered, kept.sum(-1, keepdims=True) - 1, axis=-1)
-    return jnp.where(logits < threshold, -jnp.inf, logits)
+
+    def nucleus(logits):
+        ordered = jnp.sort(logits, axis=-1)[..., ::-1]
+        probs = jax.nn.softmax(ordered, axis=-1)
+        # A token is kept if the mass strictly before it is below top_p; the first is always kept.
+        kept = (jnp.cumsum(probs, axis=-1) - probs) < top_p
+        threshold = jnp.take_along_axis(ordered, kept.sum(-1, keepdims=True) - 1, axis=-1)
+        return jnp.where(logits < threshold, -jnp.inf, logits)
+
+    # The sort over the vocabulary costs more than the rest of a sampling step: skip it when off.
+    return jax.lax.cond(top_p < 1.0, nucleus, lambda logits: logits, logits)
 
 
 def choose(rng, logits, temperature, top_k: int = 0, top_p=1.0):
     """One token id per row of logits [B, V]."""
-    drawn = jax.random.categorical(rng, filter_logits(logits, temperature, top_k, top_p), axis=-1)
-    return jnp.where(temperature <= 0, jnp.argmax(logits, axis=-1), drawn)
+    def draw(logits):
+        return jax.random.categorical(rng, filter_logits(logits, temperature, top_k, top_p), axis=-1)
+
+    return jax.lax.cond(temperature <= 0, lambda logits: jnp.argmax(logits, axis=-1), draw, logits)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "length", "top_k"))

@@ -15,6 +15,7 @@ with `jax.make_array_from_process_local_data`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -100,4 +101,10 @@ def shard_batch(local_tree, mesh: Mesh):
 
 def zeros_carry(make_carry, global_batch: int, mesh: Mesh):
     """The initial carry built directly on its devices (no host copy, any number of hosts)."""
-    return jax.jit(lambda: make_carry(global_batch), out_shardings=batch_sharded(mesh))()
+    return _carry_builder(make_carry, global_batch, mesh)()
+
+
+@functools.lru_cache(maxsize=32)
+def _carry_builder(make_carry, global_batch: int, mesh: Mesh):
+    # Cached: a fresh jit per call would recompile at every epoch start and evaluation.
+    return jax.jit(lambda: make_carry(global_batch), out_shardings=batch_sharded(mesh))

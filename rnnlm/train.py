@@ -97,12 +97,15 @@ def train_step(state: TrainState, carry, batch, *, model, tx, loss: str, skip_no
     return state, new_carry, metrics
 
 
-def accumulate(total, metrics):
-    """Running sums of step metrics, on device; the first non-finite step is a minimum."""
-    if total is None:
-        return metrics
+@functools.partial(jax.jit, donate_argnums=(0,))
+def _accumulate(total, metrics):
     return {k: jnp.minimum(total[k], v) if k == "first_nonfinite_step" else total[k] + v
             for k, v in metrics.items()}
+
+
+def accumulate(total, metrics):
+    """Running sums of step metrics, on device (one dispatch); the first non-finite step is a minimum."""
+    return metrics if total is None else _accumulate(total, metrics)
 
 
 def jit_train_step(model, tx, loss: str, mesh, skip_nonfinite: bool = False):

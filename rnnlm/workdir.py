@@ -2,6 +2,7 @@
 
     <workdir>/config.json      the run's configuration
     <workdir>/tokenizer.json   the tokenizer fitted on train
+    <workdir>/tokenizer.model  SentencePiece runs: the .model file (sha256 in tokenizer.json)
     <workdir>/data/<split>.npy token ids per split (a cache; safe to delete)
     <workdir>/metrics.jsonl    one JSON record per log step and per evaluation
     <workdir>/checkpoints/     Orbax checkpoints (see rnnlm.checkpoint)
@@ -25,7 +26,7 @@ import numpy as np
 
 from rnnlm.config import config_json, load_config
 from rnnlm.data import text as text_lib
-from rnnlm.data.tokenizers import fit_tokenizer, load_tokenizer, tokenizer_json
+from rnnlm.data.tokenizers import fit_tokenizer, load_tokenizer, tokenizer_json, tokenizer_sidecars
 from rnnlm.errors import UserError
 
 # Fields whose change makes an existing checkpoint meaningless or unloadable.
@@ -101,6 +102,8 @@ def save_data(workdir: pathlib.Path, tokenizer, ids) -> None:
         buffer = io.BytesIO()
         np.save(buffer, values)
         write_atomically(cache / f"{split}.npy", buffer.getvalue())
+    for name, payload in tokenizer_sidecars(tokenizer).items():  # before tokenizer.json, which names them
+        write_atomically(workdir / name, payload)
     write_atomically(workdir / "tokenizer.json", tokenizer_json(tokenizer).encode())
 
 

@@ -39,13 +39,13 @@ def train_config():
 class RnnlmBench:
     name = "rnnlm"
 
-    def __init__(self, shape: shapes.Shape, cell: str, dropout: float = 0.0, seed: int = 0):
+    def __init__(self, shape: shapes.Shape, cell: str, dropout: float = 0.0, seed: int = 0, num_devices: int = 0):
         self.shape = shape
         self.model = LanguageModel(vocab_size=shape.vocab, embed_size=shape.embed, hidden_size=shape.hidden,
                                    num_layers=shape.layers, cell=cell, dropout=dropout, embed_dropout=dropout)
         c = train_config()
         tx = optim.make_optimizer(c, total_steps=1)
-        self.mesh = sharding.make_mesh()
+        self.mesh = sharding.make_mesh(num_devices)
         self.state = create_train_state(self.model, tx, seed, self.mesh)
         self.carry = sharding.zeros_carry(self.model.initial_carry, shape.batch, self.mesh)
         self.step_fn = jit_train_step(self.model, tx, c.loss, self.mesh)

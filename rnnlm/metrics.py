@@ -1,0 +1,63 @@
+"""Per-word perplexity and bits per character: numbers that compare across tokenizers.
+
+A model's perplexity is per *its own* token, so a character model, a word model
+and a subword model of the same text report numbers on three different scales.
+The total negative log-likelihood of a split does not depend on the tokenizer
+(every tokenization spells the same text), so it is divided by units of the
+text itself instead:
+
+    word_perplexity = exp(total NLL / words),   words = whitespace words + one <eos> per line - 1
+    bits_per_char   = total NLL / (chars * ln 2), chars = code points of the text, newlines included, - 1
+
+The words are counted as the word tokenizer counts its tokens (PTB/WikiText
+convention: every line end is an `<eos>` word). The `- 1`: a language model
+never predicts the first unit of a split (it has no context), and the streams
+score `N - 1` (input, target) pairs; with it, a word model's word_perplexity is
+exactly its perplexity and a character model's bits_per_char exactly its own.
+For a subword model the first word is partly predicted; that one word is the
+only approximation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+LN2 = math.log(2.0)
+
+
+def text_units(text: str) -> dict:
+    """{"words", "chars"} of a split, each less the unpredicted first unit (see the module docstring)."""
+    lines = text.splitlines()
+    line_ends = len(lines) - (0 if text.endswith("\n") else 1)  # an unfinished last line has no <eos>
+    words = sum(len(line.split()) for line in lines) + max(line_ends, 0)
+    return {"words": max(words - 1, 1), "chars": max(len(text) - 1, 1)}
+
+
+def per_unit_metrics(nll_sum: float, units: dict) -> dict:
+    """Total NLL (nats) of a split -> its per-word perplexity and bits per character."""
+    per_word = float(nll_sum) / units["words"]
+    return {"word_perplexity": math.exp(min(per_word, 700.0)), "bits_per_char": float(nll_sum) / (units["chars"] * LN2)}
+
+
+def split_units(config, workdir) -> dict:
+    """{split: text_units} for a run's splits, cached in <workdir>/data/units.json (read from the corpus once)."""
+    from rnnlm.data import text as text_lib
+    from rnnlm.workdir import write_atomically
+    path = pathlib.Path(workdir) / "data" / "units.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    texts, _ = text_lib.load_corpus_text(config.data)
+    units = {split: text_units(texts[split]) for split in text_lib.SPLITS}
+    if path.parent.is_dir():
+        write_atomically(path, json.dumps(units).encode())
+    return units
+
+
+def with_per_unit_metrics(metrics: dict, num_targets: int, units: dict) -> dict:
+    """An Evaluator result ({"loss": mean NLL per target, ...}) with word_perplexity and bits_per_char added.
+
+    num_targets: the targets the evaluator scored, len(ids) - 1.
+    """
+    return {**metrics, **per_unit_metrics(metrics["loss"] * num_targets, units)}
