@@ -21,6 +21,7 @@ import pathlib
 import sys
 
 from rnnlm.errors import UserError
+from rnnlm.preemption import Preempted
 
 EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "experiments"
 
@@ -88,6 +89,8 @@ def _explain_override_error(args: list[str], error: Exception) -> str:
 
 
 def _train(args, rest):
+    from rnnlm.preemption import exit_cleanly_on_sigterm
+    exit_cleanly_on_sigterm()
     from rnnlm.sharding import initialize_distributed
     from rnnlm.train import train_and_evaluate
     config = parse_config(rest)
@@ -333,6 +336,9 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f"rnnlm: error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:
+        print(f"rnnlm: {e}", file=sys.stderr)
+        return 0
     except KeyboardInterrupt:
         print("rnnlm: interrupted", file=sys.stderr)
         return 130

@@ -14,11 +14,30 @@ import threading
 import jax
 
 
+class Preempted(Exception):
+    """SIGTERM after training was saved (during the final evaluation): nothing is lost, exit 0."""
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Before and after training (start-up, compilation, final evaluation) a SIGTERM loses nothing: exit 0."""
+    def handle(signum, frame):
+        raise Preempted("SIGTERM outside the training loop; nothing unsaved was lost, rerun the same command")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handle)
+
+
 class PreemptionWatch:
-    """A context manager; `.requested(step)` says whether to checkpoint and stop at this step."""
+    """A context manager; `.requested(step)` says whether to checkpoint and stop at this step.
+
+    Once training is over and saved, `training_done()` makes a later SIGTERM raise
+    `Preempted` at once: the final evaluation is cheap to redo, so there is no
+    reason to make the scheduler wait for it.
+    """
 
     def __init__(self):
         self.signalled = False
+        self.raise_on_signal = False
         self._previous = None
 
     def __enter__(self):
@@ -33,6 +52,13 @@ class PreemptionWatch:
 
     def _handle(self, signum, frame):
         self.signalled = True
+        if self.raise_on_signal:
+            raise Preempted("SIGTERM after training was saved; rerun the same command to evaluate")
+
+    def training_done(self) -> None:
+        self.raise_on_signal = True
+        if self.signalled:
+            raise Preempted("SIGTERM after training was saved; rerun the same command to evaluate")
 
     def requested(self, step: int) -> bool:
         if jax.process_count() > 1:

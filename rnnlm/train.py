@@ -313,27 +313,28 @@ def train_and_evaluate(config, workdir) -> dict:
                 say(f"epoch {epoch}: valid loss {valid['loss']:.4f}, perplexity {valid['perplexity']:.2f}, "
                     f"{'bits/char' if char_level else 'bits/token'} {valid['loss'] / LN2:.4f}")
                 save(None, valid_loss=valid["loss"])
-    checkpoints.wait()
-    if skipped:
-        say(f"skipped {skipped} step(s) with a non-finite loss or gradient")
-    if stop and stop.startswith("preempted"):
-        say(f"preempted: checkpoint of step {step} written to {checkpoints.directory}; rerun the same command to resume")
+        checkpoints.wait()
+        if skipped:
+            say(f"skipped {skipped} step(s) with a non-finite loss or gradient")
+        if stop and stop.startswith("preempted"):
+            say(f"preempted: checkpoint of step {step} written to {checkpoints.directory}; rerun the same command to resume")
+            checkpoints.close()
+            log.close()
+            return {"step": step, "preempted": True}
+        if stop:
+            say(f"stopped: {stop}")
+        preemption.training_done()
+
+        results = {"step": step, "valid": valid or evaluator(state.params, ids["valid"], char_level),
+                   "test": evaluator(state.params, ids["test"], char_level)}
+        log.write({"step": step, "epoch": epoch, "split": "test", **results["test"]})
+        say(f"test: loss {results['test']['loss']:.4f}, perplexity {results['test']['perplexity']:.2f}")
+        if config.sample.length > 0:
+            s = config.sample
+            results["sample"] = sample_text(model, state.params, tokenizer, s.prompt, length=s.length,
+                                            temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                                            seed=config.seed)[0]
+            say("sample:\n" + results["sample"])
         checkpoints.close()
         log.close()
-        return {"step": step, "preempted": True}
-    if stop:
-        say(f"stopped: {stop}")
-
-    results = {"step": step, "valid": valid or evaluator(state.params, ids["valid"], char_level),
-               "test": evaluator(state.params, ids["test"], char_level)}
-    log.write({"step": step, "epoch": epoch, "split": "test", **results["test"]})
-    say(f"test: loss {results['test']['loss']:.4f}, perplexity {results['test']['perplexity']:.2f}")
-    if config.sample.length > 0:
-        s = config.sample
-        results["sample"] = sample_text(model, state.params, tokenizer, s.prompt, length=s.length,
-                                        temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                                        seed=config.seed)[0]
-        say("sample:\n" + results["sample"])
-    checkpoints.close()
-    log.close()
-    return results
+        return results

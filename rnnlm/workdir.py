@@ -116,7 +116,7 @@ def prepare_data(config, workdir: pathlib.Path, write: bool = True):
 
 
 class MetricLog:
-    """Append-only JSON lines; on resume, records after the restored step are dropped."""
+    """Append-only JSON lines; on resume, records after the restored step (and test summaries) are dropped."""
 
     def __init__(self, path: pathlib.Path, enabled: bool = True):
         from rnnlm.tensorboard import EventFile
@@ -128,8 +128,9 @@ class MetricLog:
         self.events.purge_from(step + 1)
         if not (self.enabled and self.path.exists()):
             return
+        # Test records summarise a finished run; the resumed run writes its own.
         kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
+                if line.strip() and json.loads(line)["step"] <= step and json.loads(line)["split"] != "test"]
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:

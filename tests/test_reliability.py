@@ -34,8 +34,10 @@ def corpus(tmp_path_factory):
 
 def command(workdir, corpus, *extra):
     return [sys.executable, "-m", "rnnlm", "train", "--config", "experiments/default.py:tiny", "--workdir", str(workdir),
-            f"--config.data.corpus={corpus}", "--config.train.max_steps=48", "--config.train.log_every=5",
-            "--config.train.checkpoint_every=4", "--config.model.dropout=0.2", "--config.sample.prompt=1 ",
+            f"--config.data.corpus={corpus}", "--config.train.epochs=5", "--config.train.max_steps=0",
+            "--config.model.hidden_size=64", "--config.train.batch_size=8", "--config.train.bptt=24",
+            "--config.train.log_every=5", "--config.train.checkpoint_every=7", "--config.eval.batch_size=4",
+            "--config.model.dropout=0.2", "--config.sample.prompt=1 ",
             "--config.sample.length=20", *extra]
 
 
@@ -51,15 +53,21 @@ def params_of(workdir):
 
 
 def wait_for_step(workdir, at_least, proc, timeout=120):
-    """Poll the metric log until a train record reaches `at_least` (or the run ends)."""
+    """Poll the metric log until this process has written a train record at step >= `at_least` (or it ended)."""
     deadline = time.time() + timeout
     path = pathlib.Path(workdir) / "metrics.jsonl"
+    before = path.read_text() if path.exists() else None  # records of the killed run, until truncated
     while time.time() < deadline and proc.poll() is None:
-        if path.exists():
+        if path.exists() and path.read_text() != before:
             steps = [json.loads(l)["step"] for l in path.read_text().splitlines() if '"train"' in l]
             if steps and steps[-1] >= at_least:
                 return
-        time.sleep(0.05)
+        time.sleep(0.02)
+
+
+def latest_checkpoint(workdir) -> int:
+    root = pathlib.Path(workdir) / "checkpoints"
+    return max([int(p.name) for p in root.iterdir() if p.name.isdigit()] if root.exists() else [0])
 
 
 def test_killed_and_preempted_runs_end_bitwise_equal_to_an_uninterrupted_one(tmp_path, corpus):
@@ -73,7 +81,8 @@ def test_killed_and_preempted_runs_end_bitwise_equal_to_an_uninterrupted_one(tmp
     for sig in (signal.SIGKILL, signal.SIGKILL, signal.SIGTERM):
         proc = subprocess.Popen(command(interrupted, corpus), cwd=REPO, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        wait_for_step(interrupted, rng.randrange(5, 40), proc)
+        # Somewhere in the next ~100 of the ~300 steps (5 epochs), after any resume.
+        wait_for_step(interrupted, latest_checkpoint(interrupted) + rng.randrange(3, 100), proc)
         proc.send_signal(sig)
         stdout, _ = proc.communicate(timeout=60)
         if sig == signal.SIGTERM:
