@@ -52,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.tie_weights = False  # share embedding and softmax weights
     c.model.init_scale = 0.0  # U(-s, s) init for all weights; 0 = per-part defaults (1/sqrt(H) for cells)
     c.model.unroll = 1  # lax.scan unroll factor (speed only)
+    c.model.matmul_dtype = "float32"  # "bfloat16": bf16 matmuls, float32 accumulation and state (speed; ~2x on AVX512-BF16 CPUs)
     c.model.num_classes = 0  # classify: output classes; 0 = the number of labels in train
     c.model.bidirectional = False  # classify: each layer also reads the sequence backwards; features concatenated
     c.model.pooling = "last"  # classify: sequence feature: "last" state | "mean" | "max" over the valid steps
@@ -97,15 +98,22 @@ def config_json(config) -> str:
 
 
 def load_config(path: pathlib.Path) -> ml_collections.ConfigDict:
-    """Read a run's config.json back; lists become tuples as in the experiment files."""
-    def tuples(value):
-        if isinstance(value, list):
-            return tuple(tuples(v) for v in value)
-        if isinstance(value, dict):
-            return {k: tuples(v) for k, v in value.items()}
-        return value
+    """Read a run's config.json back onto today's defaults; lists become tuples as in the experiment files.
 
-    return ml_collections.ConfigDict(tuples(json.loads(pathlib.Path(path).read_text())))
+    Starting from `base_config()` means a run saved before a field existed reads
+    as if it had the field's default (which is what it ran with).
+    """
+    def merge(base: dict, saved: dict) -> dict:
+        out = dict(base)
+        for key, value in saved.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                out[key] = merge(base[key], value)
+            else:
+                out[key] = tuple(value) if isinstance(value, list) else value
+        return out
+
+    saved = json.loads(pathlib.Path(path).read_text())
+    return ml_collections.ConfigDict(merge(base_config().to_dict(), saved))
 
 
 def make_tiny(config, name_suffix: str = "_tiny") -> ml_collections.ConfigDict:
@@ -147,6 +155,8 @@ def validate(config) -> None:
         raise UserError(f"unknown train.optimizer {config.train.optimizer!r}; choose one of sgd, adam, adamw")
     if config.train.lr_schedule not in SCHEDULES:
         raise UserError(f"unknown train.lr_schedule {config.train.lr_schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if config.model.matmul_dtype not in ("float32", "bfloat16"):
+        raise UserError(f"model.matmul_dtype must be float32 or bfloat16, got {config.model.matmul_dtype!r}")
     if config.train.loss not in ("token_mean", "time_sum"):
         raise UserError(f"unknown train.loss {config.train.loss!r}; choose token_mean or time_sum")
     positive = ["model.embed_size", "model.hidden_size", "model.num_layers", "model.unroll",

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from rnnlm.cells import get_cell
+from rnnlm.cells import get_cell, matmul
 from rnnlm.recurrence import dropout, initial_carry, run_stack, scan_layer
 
 
@@ -38,6 +38,7 @@ class LanguageModel(nn.Module):
     tie_weights: bool = False  # softmax weights = embedding matrix (Press & Wolf 2017)
     init_scale: float = 0.0  # U(-s, s) for every weight; 0 = each part's default
     unroll: int = 1  # lax.scan unroll factor
+    matmul_dtype: str = "float32"  # "bfloat16": matmuls in bfloat16 with float32 accumulation
 
     def setup(self):
         cell = get_cell(self.cell)
@@ -66,19 +67,26 @@ class LanguageModel(nn.Module):
         xs = jnp.take(self.embedding, tokens.T, axis=0)  # [T, B, E]: transpose ids, not activations
         if rng is not None:
             xs = dropout(jax.random.fold_in(rng, 0), self.embed_dropout, xs)
-        carry, ys = run_stack(get_cell(self.cell), self.layers, carry, xs,
+        carry, ys = run_stack(get_cell(self.cell), [self._cast_matrices(p) for p in self.layers], carry, xs,
                               dropout_rate=self.dropout, rng=rng, unroll=self.unroll)
         if rng is not None:
             ys = dropout(jax.random.fold_in(rng, self.num_layers), self.dropout, ys)
         ys = jnp.swapaxes(ys, 0, 1)
         if self.tie_weights and self.hidden_size != self.embed_size:
-            ys = ys @ self.projection
+            ys = matmul(ys, self._cast(self.projection))
         return ys, carry
 
     def decode(self, features):
-        """features [..., F] -> logits [..., V]."""
+        """features [..., F] -> logits [..., V] (float32)."""
         weight = self.embedding.T if self.tie_weights else self.decoder
-        return features @ weight + self.decoder_bias
+        return matmul(features, self._cast(weight)) + self.decoder_bias
+
+    def _cast(self, matrix):
+        # Cast once per step, outside the scan; parameters and their gradients stay float32.
+        return matrix.astype(jnp.dtype(self.matmul_dtype))
+
+    def _cast_matrices(self, params):
+        return {k: self._cast(v) if k in ("w_x", "w_h") else v for k, v in params.items()}
 
     def __call__(self, tokens, carry, *, train: bool = False):
         features, carry = self.features(tokens, carry, train=train)
@@ -98,6 +106,7 @@ def language_model_from_config(model_config, vocab_size: int) -> LanguageModel:
         tie_weights=model_config.tie_weights,
         init_scale=model_config.init_scale,
         unroll=model_config.unroll,
+        matmul_dtype=model_config.matmul_dtype,
     )
 
 

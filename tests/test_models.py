@@ -53,3 +53,23 @@ def test_tied_weights_share_the_embedding(embed, hidden):
                               method=LanguageModel.features)
     logits, _ = model.apply({"params": params}, jnp.ones((1, 3), jnp.int32), model.initial_carry(1))
     np.testing.assert_allclose(logits, features @ params["embedding"].T + params["decoder_bias"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru_cho"])
+def test_bfloat16_matmuls_track_float32(cell):
+    """matmul_dtype=bfloat16: same loss and gradients as float32 to bf16 precision; gradients stay float32."""
+    full = LanguageModel(vocab_size=V, embed_size=6, hidden_size=8, num_layers=2, cell=cell, tie_weights=True,
+                         embed_dropout=0.0)
+    half = full.clone(matmul_dtype="bfloat16")
+    tokens = jax.random.randint(jax.random.PRNGKey(3), (B, T), 0, V)
+    params = full.init({"params": jax.random.PRNGKey(0)}, tokens, full.initial_carry(B))["params"]
+
+    def loss(params, model):
+        logits, _ = model.apply({"params": params}, tokens, model.initial_carry(B))
+        return -jax.nn.log_softmax(logits)[..., 1].mean()
+
+    (l32, g32), (l16, g16) = [jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, m) for m in (full, half)]
+    np.testing.assert_allclose(l16, l32, rtol=1e-2)
+    for a, b in zip(jax.tree_util.tree_leaves(g32), jax.tree_util.tree_leaves(g16)):
+        assert b.dtype == jnp.float32
+        assert float(jnp.linalg.norm(a - b)) <= 3e-2 * float(jnp.linalg.norm(a)) + 1e-6
