@@ -87,12 +87,23 @@ def project_inputs(params, x):
     return matmul(x, params["w_x"]) + params["b"]
 
 
+# Every cell but gru_cho is "one recurrent matmul, then elementwise gates": its
+# `*_core(params, carry, gx, gh)` takes gh = h_{t-1} @ w_h already computed. That split
+# lets `rnnlm.recurrence` hand-write the backward pass through time (the weight
+# gradient as one big matmul after the loop). `recurrent_step` = core + the matmul.
+
+def _step_from_core(core):
+    def recurrent_step(params, carry, gx):
+        return core(params, carry, gx, matmul(carry[-1], params["w_h"]))
+    recurrent_step.__doc__ = core.__doc__
+    return recurrent_step
+
+
 # --- vanilla RNN -----------------------------------------------------------
 
-def rnn_recurrent_step(params, carry, gx):
-    """h_t = tanh(W_xh x_t + b + W_hh h_{t-1});  gx = W_xh x_t + b precomputed."""
-    (h,) = carry
-    h = jnp.tanh(gx + matmul(h, params["w_h"]))
+def rnn_core(params, carry, gx, gh):
+    """h_t = tanh(W_xh x_t + b + W_hh h_{t-1});  gx = W_xh x_t + b, gh = W_hh h_{t-1}."""
+    h = jnp.tanh(gx + gh)
     return (h,), h
 
 
@@ -105,16 +116,16 @@ def lstm_init_params(key, input_size, hidden_size, init_scale=None, dtype=jnp.fl
     return params
 
 
-def lstm_recurrent_step(params, carry, gx):
+def lstm_core(params, carry, gx, gh):
     """One LSTM step, the four gate matmuls fused into one [H, 4H] product.
 
-        i, f, g, o = split(W_x x_t + b + W_h h_{t-1})      (gx = W_x x_t + b)
+        i, f, g, o = split(W_x x_t + b + W_h h_{t-1})      (gx = W_x x_t + b, gh = W_h h_{t-1})
         c_t = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)
         h_t = sigmoid(o) * tanh(c_t)
     carry = (c, h), each [B, H].
     """
-    c, h = carry
-    i, f, g, o = jnp.split(gx + matmul(h, params["w_h"]), 4, axis=-1)
+    c, _ = carry
+    i, f, g, o = jnp.split(gx + gh, 4, axis=-1)
     c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
     return (c, h), h
@@ -129,7 +140,7 @@ def gru_init_params(key, input_size, hidden_size, init_scale=None, dtype=jnp.flo
     return params
 
 
-def gru_recurrent_step(params, carry, gx):
+def gru_core(params, carry, gx, gh):
     """GRU with the reset gate applied after the recurrent matmul: one [H, 3H] product per step.
 
         r = sigmoid(W_ir x + b_r + W_hr h)
@@ -140,7 +151,7 @@ def gru_recurrent_step(params, carry, gx):
     """
     (h,) = carry
     xr, xz, xn = jnp.split(gx, 3, axis=-1)
-    hr, hz, hn = jnp.split(matmul(h, params["w_h"]), 3, axis=-1)
+    hr, hz, hn = jnp.split(gh, 3, axis=-1)
     r = jax.nn.sigmoid(xr + hr)
     z = jax.nn.sigmoid(xz + hz)
     n = jnp.tanh(xn + r * (hn + params["b_hn"]))
@@ -166,7 +177,7 @@ def gru_cho_recurrent_step(params, carry, gx):
     return (h,), h
 
 
-def gru_seed_recurrent_step(params, carry, gx):
+def gru_seed_core(params, carry, gx, gh):
     """The article's printed update. Not a standard GRU; kept as a named ablation variant.
 
         z = sigmoid(W_z x + b_z + U_z h),  r = sigmoid(W_r x + b_r + U_r h)
@@ -176,12 +187,18 @@ def gru_seed_recurrent_step(params, carry, gx):
     """
     (h,) = carry
     xr, xz, xc = jnp.split(gx, 3, axis=-1)
-    hr, hz, hc = jnp.split(matmul(h, params["w_h"]), 3, axis=-1)
+    hr, hz, hc = jnp.split(gh, 3, axis=-1)
     r = jax.nn.sigmoid(xr + hr)
     z = jax.nn.sigmoid(xz + hz)
     candidate = jnp.tanh(xc + hc)
     h = (1.0 - z) * r * h + z * candidate
     return (h,), h
+
+
+rnn_recurrent_step = _step_from_core(rnn_core)
+lstm_recurrent_step = _step_from_core(lstm_core)
+gru_recurrent_step = _step_from_core(gru_core)
+gru_seed_recurrent_step = _step_from_core(gru_seed_core)
 
 
 # --- registry ----------------------------------------------------------------
@@ -195,6 +212,7 @@ class Cell:
     carry_arity: int  # number of [B, H] arrays in the carry
     init_params: Callable
     recurrent_step: Callable
+    core: Callable | None = None  # (params, carry, gx, gh) -> (carry, y) when gh = h @ w_h is separable
 
     def init_carry(self, batch_size, hidden_size, dtype=jnp.float32) -> Carry:
         return tuple(jnp.zeros((batch_size, hidden_size), dtype) for _ in range(self.carry_arity))
@@ -213,11 +231,11 @@ def _plain_init(gates):
 CELLS = {
     cell.name: cell
     for cell in (
-        Cell("rnn", 1, 1, _plain_init(1), rnn_recurrent_step),
-        Cell("lstm", 4, 2, lstm_init_params, lstm_recurrent_step),
-        Cell("gru", 3, 1, gru_init_params, gru_recurrent_step),
+        Cell("rnn", 1, 1, _plain_init(1), rnn_recurrent_step, rnn_core),
+        Cell("lstm", 4, 2, lstm_init_params, lstm_recurrent_step, lstm_core),
+        Cell("gru", 3, 1, gru_init_params, gru_recurrent_step, gru_core),
         Cell("gru_cho", 3, 1, _plain_init(3), gru_cho_recurrent_step),
-        Cell("gru_seed", 3, 1, _plain_init(3), gru_seed_recurrent_step),
+        Cell("gru_seed", 3, 1, _plain_init(3), gru_seed_recurrent_step, gru_seed_core),
     )
 }
 

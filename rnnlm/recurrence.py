@@ -10,10 +10,12 @@ the scan; only the [B, H] @ [H, G*H] recurrent product runs inside it.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
-from rnnlm.cells import Cell, project_inputs
+from rnnlm.cells import Cell, matmul, project_inputs
 
 
 def scan_layer(cell: Cell, params, carry, xs, mask=None, *, reverse=False, unroll=1):
@@ -27,9 +29,21 @@ def scan_layer(cell: Cell, params, carry, xs, mask=None, *, reverse=False, unrol
       reverse: run from t = T-1 down to 0 (for the backward half of a bidirectional layer).
     Returns:
       (final carry, ys [T, B, H]).
+
+    Cells with a separable recurrent matmul (all but gru_cho) differentiate through
+    `_scan_fused`, whose hand-written backward pass computes the recurrent weight
+    gradient as one [H, T*B] @ [T*B, G*H] matmul after the loop instead of T small
+    ones inside it; others use JAX's own scan transpose (`scan_plain`).
     """
     gx = project_inputs(params, xs)
+    if cell.core is None:
+        return scan_plain(cell, params, carry, gx, mask, reverse=reverse, unroll=unroll)
+    small = {k: v for k, v in params.items() if k not in ("w_x", "w_h", "b")}
+    return _scan_fused(cell, reverse, unroll, small, params["w_h"], carry, gx, mask)
 
+
+def scan_plain(cell: Cell, params, carry, gx, mask=None, *, reverse=False, unroll=1):
+    """The recurrence over precomputed input projections gx [T, B, G*H], differentiated by JAX."""
     if mask is None:
         def body(c, g):
             return cell.recurrent_step(params, c, g)
@@ -37,12 +51,61 @@ def scan_layer(cell: Cell, params, carry, xs, mask=None, *, reverse=False, unrol
 
     def masked_body(c, inputs):
         g, m = inputs
-        new_c, y = cell.recurrent_step(params, c, g)
-        m = m[:, None]
-        new_c = tuple(jnp.where(m, n, o) for n, o in zip(new_c, c))
-        return new_c, jnp.where(m, y, jnp.zeros_like(y))
+        return _masked(c, *cell.recurrent_step(params, c, g), m)
 
     return jax.lax.scan(masked_body, carry, (gx, mask), reverse=reverse, unroll=unroll)
+
+
+def _masked(old_carry, new_carry, y, m):
+    """Padding steps keep the old carry and output zeros."""
+    if m is None:
+        return new_carry, y
+    m = m[:, None]
+    return tuple(jnp.where(m, n, o) for n, o in zip(new_carry, old_carry)), jnp.where(m, y, jnp.zeros_like(y))
+
+
+def _core_step(cell, small, carry, g, gh, m):
+    return _masked(carry, *cell.core(small, carry, g, gh), m)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _scan_fused(cell, reverse, unroll, small, w_h, carry, gx, mask):
+    return _scan_fused_fwd(cell, reverse, unroll, small, w_h, carry, gx, mask)[0]
+
+
+def _scan_fused_fwd(cell, reverse, unroll, small, w_h, carry, gx, mask):
+    def body(c, inputs):
+        g, m = inputs
+        gh = matmul(c[-1], w_h)
+        new_c, y = _core_step(cell, small, c, g, gh, m)
+        return new_c, (y, c, gh)  # keep each step's incoming carry and recurrent product
+
+    final, (ys, carries_in, ghs) = jax.lax.scan(body, carry, (gx, mask), reverse=reverse, unroll=unroll)
+    return (final, ys), (small, w_h, carries_in, gx, ghs, mask)
+
+
+def _scan_fused_bwd(cell, reverse, unroll, residuals, cotangents):
+    small, w_h, carries_in, gx, ghs, mask = residuals
+    d_final, d_ys = cotangents
+
+    def body(d_carry, inputs):
+        c, g, gh, d_y, m = inputs
+        _, vjp = jax.vjp(lambda small, c, g, gh: _core_step(cell, small, c, g, gh, m), small, c, g, gh)
+        d_small, d_c, d_g, d_gh = vjp((d_carry, d_y))
+        # The recurrent matmul's input gradient is sequential; its weight gradient is not (below).
+        d_h = d_c[-1] + matmul(d_gh, w_h.T)
+        return d_c[:-1] + (d_h,), (d_g, d_gh, d_small)
+
+    d_carry, (d_gx, d_ghs, d_smalls) = jax.lax.scan(
+        body, d_final, (carries_in, gx, ghs, d_ys, mask), reverse=not reverse, unroll=unroll)
+    hs_in = carries_in[-1]
+    d_w_h = jnp.einsum("tbh,tbg->hg", hs_in.astype(w_h.dtype), d_ghs.astype(w_h.dtype),
+                       preferred_element_type=jnp.float32).astype(w_h.dtype)
+    d_small = jax.tree_util.tree_map(lambda d: d.sum(0), d_smalls)
+    return d_small, d_w_h, d_carry, d_gx, None
+
+
+_scan_fused.defvjp(_scan_fused_fwd, _scan_fused_bwd)
 
 
 def dropout(rng, rate: float, x):
