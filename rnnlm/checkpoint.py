@@ -118,7 +118,7 @@ class Checkpoints:
         except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many types for damaged files
             raise DamagedCheckpoint(f"step {step} cannot be read: {str(e).splitlines()[0] if str(e) else repr(e)}")
         expected = (restored["meta"] or {}).get("fingerprint", {}).get("state")
-        if expected != fingerprint(restored["state"]):
+        if expected is not None and expected != fingerprint(restored["state"]):  # None: saved before fingerprints
             raise DamagedCheckpoint(f"step {step}: the arrays do not match the fingerprint written with them")
         return restored["state"], restored["carry"], restored["meta"]
 
@@ -158,7 +158,8 @@ class Checkpoints:
         except Exception as e:  # noqa: BLE001
             raise UserError(f"checkpoint {step} in {self.directory} cannot be read: {str(e).splitlines()[0]}") from None
         params = restored["state"]["params"]
-        if (restored["meta"] or {}).get("fingerprint", {}).get("params") != fingerprint(params):
+        expected = (restored["meta"] or {}).get("fingerprint", {}).get("params")
+        if expected is not None and expected != fingerprint(params):  # None: saved before fingerprints
             raise UserError(f"checkpoint {step} in {self.directory} is damaged: its parameters do not match "
                             f"their fingerprint")
         return params
