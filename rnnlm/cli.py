@@ -3,6 +3,7 @@
     rnnlm train [--config experiments/<name>.py[:arg]] [--config.<field>=<value> ...] [--workdir DIR]
     rnnlm eval --workdir DIR [--split valid|test|train] [--checkpoint latest|best|STEP]
     rnnlm generate --workdir DIR [--prompt TEXT] [--length N] [--temperature T] [--top-k K] [--top-p P]
+    rnnlm predict --workdir DIR "sentence" ["sentence" ...]     (classifier runs)
     rnnlm corpora
     rnnlm bench [--tiny] [--configs ptb_small,char,ptb_medium] [--cells lstm,gru] [--impls rnnlm,torch,flax] [--out JSON]
     rnnlm sweep --config experiments/ablations/<name>.py[:arg] [--workdir DIR] [--config.<field>=<value> ...]
@@ -97,7 +98,8 @@ def _train(args, rest):
     initialize_distributed(args.distributed, args.coordinator, args.num_processes, args.process_id)
     workdir = args.workdir or f"runs/{config.name}"
     train_and_evaluate(config, workdir)
-    print(f"next: rnnlm eval --workdir {workdir} --split test ; rnnlm generate --workdir {workdir}")
+    then = "predict --workdir {} \"a sentence\"" if config.task == "classify" else "generate --workdir {}"
+    print(f"next: rnnlm eval --workdir {workdir} --split test ; rnnlm {then.format(workdir)}")
 
 
 def _eval(args, rest):
@@ -105,9 +107,17 @@ def _eval(args, rest):
     from rnnlm.inference import load_run
     run = load_run(args.workdir, args.checkpoint)
     metrics = run.evaluate(args.split)
+    if run.task == "classify":
+        from rnnlm.classify import format_confusion
+        print(f"{args.split}: accuracy {metrics['accuracy']:.2%} of {metrics['examples']:,}, loss {metrics['loss']:.4f} "
+              f"(step {run.step}, {args.workdir})")
+        print("confusion matrix:\n" + format_confusion(metrics["confusion"], run.tokenizer.classes))
+        return
     unit = "bits/char" if run.tokenizer.kind == "char" else "bits/token"
+    per_word = (f"; per word: perplexity {metrics['word_perplexity']:.2f}, bits/char {metrics['bits_per_char']:.4f}"
+                if "word_perplexity" in metrics else "")
     print(f"{args.split}: loss {metrics['loss']:.4f}, perplexity {metrics['perplexity']:.2f}, "
-          f"{unit} {metrics['loss'] / 0.6931471805599453:.4f} (step {run.step}, {args.workdir})")
+          f"{unit} {metrics['loss'] / 0.6931471805599453:.4f}{per_word} (step {run.step}, {args.workdir})")
 
 
 def _generate(args, rest):
@@ -117,6 +127,22 @@ def _generate(args, rest):
     for text in run.generate(args.prompt, args.length, args.temperature, args.top_k, args.top_p,
                              args.seed, args.num_samples):
         print(text)
+
+
+def _predict(args, rest):
+    from rnnlm.inference import load_run
+    sentences = list(args.sentences) + rest  # argparse leaves sentences after an option in rest
+    if any(s.startswith("--") for s in rest):
+        raise UserError(f"unexpected argument {next(s for s in rest if s.startswith('--'))!r}")
+    from rnnlm.config import load_config
+    from rnnlm.workdir import existing_run
+    if load_config(existing_run(args.workdir) / "config.json").get("task", "lm") != "classify":
+        raise UserError(f"{args.workdir} holds a language model; predict needs a classifier run (task=classify)")
+    run = load_run(args.workdir, args.checkpoint)
+    for sentence, out in zip(sentences, run.predict(sentences)):
+        probabilities = " ".join(f"{label}={p:.3f}" for label, p in out["probabilities"].items())
+        note = f" (truncated to {run.tokenizer.maxlen} words)" if out["truncated"] else ""
+        print(f"{out['label']}\t{probabilities}\t{sentence}{note}")
 
 
 def _compile_check(args, rest):
@@ -256,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-samples", type=_positive(int), default=1)
     gen.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
     gen.set_defaults(func=_generate)
+
+    predict = commands.add_parser("predict", help="label sentences with a saved classifier run")
+    predict.add_argument("--workdir", required=True)
+    predict.add_argument("--checkpoint", default="best", help="latest, best or a step number")
+    predict.add_argument("sentences", nargs="*", help="sentences to classify")
+    predict.set_defaults(func=_predict)
 
     aot = commands.add_parser("compile-check", help="compile the train step for N fake CPU devices (config flags pass through)")
     aot.add_argument("--devices", type=_positive(int), default=8)

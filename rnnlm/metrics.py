@@ -41,8 +41,11 @@ def per_unit_metrics(nll_sum: float, units: dict) -> dict:
     return {"word_perplexity": math.exp(min(per_word, 700.0)), "bits_per_char": float(nll_sum) / (units["chars"] * LN2)}
 
 
-def split_units(config, workdir) -> dict:
-    """{split: text_units} for a run's splits, cached in <workdir>/data/units.json (read from the corpus once)."""
+def split_units(config, workdir, write: bool = True) -> dict:
+    """{split: text_units} for a run's splits, cached in <workdir>/data/units.json (read from the corpus once).
+
+    write: whether this process may write the cache (the writer process of a multi-host run).
+    """
     from rnnlm.data import text as text_lib
     from rnnlm.workdir import write_atomically
     path = pathlib.Path(workdir) / "data" / "units.json"
@@ -50,7 +53,7 @@ def split_units(config, workdir) -> dict:
         return json.loads(path.read_text())
     texts, _ = text_lib.load_corpus_text(config.data)
     units = {split: text_units(texts[split]) for split in text_lib.SPLITS}
-    if path.parent.is_dir():
+    if write and path.parent.is_dir():
         write_atomically(path, json.dumps(units).encode())
     return units
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -103,3 +104,21 @@ class LearningRateController:
     def to_dict(self) -> dict:
         best = None if self.best_valid_loss == float("inf") else self.best_valid_loss
         return {"rate": self.rate, "best_valid_loss": best}
+
+
+def apply_gradients(tx, grads, opt_state, params, loss_sum, skip_nonfinite: bool):
+    """One Optax update with the non-finite guard both train steps share.
+
+    Returns (params, opt_state, grad_norm, finite): `finite` says the loss and
+    the gradient norm were finite; with skip_nonfinite a non-finite step leaves
+    params and optimizer state unchanged.
+    """
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss_sum) & jnp.isfinite(grad_norm)
+    updates, new_opt_state = tx.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    if skip_nonfinite:
+        keep = lambda new, old: jnp.where(finite, new, old)
+        new_params = jax.tree_util.tree_map(keep, new_params, params)
+        new_opt_state = jax.tree_util.tree_map(keep, new_opt_state, opt_state)
+    return new_params, new_opt_state, grad_norm, finite

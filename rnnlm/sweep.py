@@ -221,6 +221,9 @@ def _finished(run_dir: pathlib.Path, config) -> dict | None:
 
 
 def _run_params(config, run_dir: pathlib.Path) -> int:
+    if config.task == "classify":
+        from rnnlm.classify import classifier_params
+        return classifier_params(config, run_dir)
     from rnnlm.data.tokenizers import load_tokenizer
     return model_params(config.model, load_tokenizer(run_dir / "tokenizer.json").vocab_size)
 
@@ -228,7 +231,9 @@ def _run_params(config, run_dir: pathlib.Path) -> int:
 # --- the table --------------------------------------------------------------------
 
 METRICS = (("valid", "perplexity", "valid ppl"), ("test", "perplexity", "test ppl"),
-           ("valid", "bits_per_char", "valid bpc"), ("test", "bits_per_char", "test bpc"))
+           ("valid", "word_perplexity", "valid word ppl"), ("test", "word_perplexity", "test word ppl"),
+           ("valid", "bits_per_char", "valid bpc"), ("test", "bits_per_char", "test bpc"),
+           ("valid", "accuracy", "valid acc"), ("test", "accuracy", "test acc"))
 
 
 def group_runs(results: list[RunResult]) -> list[dict]:
@@ -257,14 +262,18 @@ def group_runs(results: list[RunResult]) -> list[dict]:
 
 
 def choose(groups: list[dict]) -> tuple[dict | None, dict | None]:
-    """(best by mean validation perplexity, smallest within one standard deviation of the best)."""
-    scored = [g for g in groups if "valid ppl" in g]
+    """(best by mean validation perplexity, smallest within one standard deviation of the best).
+
+    Per-word perplexity when every point has it (it compares across tokenizers), else per token.
+    """
+    key = "valid word ppl" if all("valid word ppl" in g for g in groups) else "valid ppl"
+    scored = [g for g in groups if key in g]
     if not scored:
         return None, None
-    best = min(scored, key=lambda g: g["valid ppl"]["mean"])
-    bound = best["valid ppl"]["mean"] + best["valid ppl"]["std"]
-    within = [g for g in scored if g["valid ppl"]["mean"] <= bound]
-    return best, min(within, key=lambda g: (g["params"], g["valid ppl"]["mean"]))
+    best = min(scored, key=lambda g: g[key]["mean"])
+    bound = best[key]["mean"] + best[key]["std"]
+    within = [g for g in scored if g[key]["mean"] <= bound]
+    return best, min(within, key=lambda g: (g["params"], g[key]["mean"]))
 
 
 def results_markdown(title: str, groups: list[dict]) -> str:

@@ -27,6 +27,7 @@ from rnnlm.checkpoint import Checkpoints
 from rnnlm.config import validate
 from rnnlm.data.batching import make_streams
 from rnnlm.errors import UserError
+from rnnlm.metrics import split_units, with_per_unit_metrics
 from rnnlm.models import count_params, language_model_from_config
 from rnnlm.preemption import PreemptionWatch
 from rnnlm.sampling import sample_text
@@ -80,15 +81,10 @@ def train_step(state: TrainState, carry, batch, *, model, tx, loss: str, skip_no
         return nll_sum / denominator, (new_carry, nll_sum, count)
 
     (_, (new_carry, nll_sum, count)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(nll_sum) & jnp.isfinite(grad_norm)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params, opt_state, grad_norm, finite = optim.apply_gradients(tx, grads, state.opt_state, state.params,
+                                                                 nll_sum, skip_nonfinite)
     if skip_nonfinite:
-        keep = lambda new, old: jnp.where(finite, new, old)
-        params = jax.tree_util.tree_map(keep, params, state.params)
-        opt_state = jax.tree_util.tree_map(keep, opt_state, state.opt_state)
-        new_carry = jax.tree_util.tree_map(keep, new_carry, carry)
+        new_carry = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_carry, carry)
     state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     metrics = {"nll_sum": jnp.where(finite, nll_sum, 0.0), "tokens": jnp.where(finite, count, 0.0),
                "grad_norm": jnp.where(finite, grad_norm, 0.0), "steps": jnp.int32(1),
@@ -221,6 +217,7 @@ def train_and_evaluate(config, workdir) -> dict:
     if writer and not cached:
         save_data(workdir, tokenizer, ids)
     char_level = tokenizer.kind == "char"
+    units = split_units(config, workdir, write=writer)  # words and characters per split, for per-word metrics
 
     model = language_model_from_config(config.model, tokenizer.vocab_size)
     train_streams = make_streams(ids["train"], c.batch_size, c.bptt).rows(sharding.local_rows(c.batch_size, mesh))
@@ -247,6 +244,11 @@ def train_and_evaluate(config, workdir) -> dict:
 
     p_train_step = jit_train_step(model, tx, c.loss, mesh, c.skip_nonfinite)
     evaluator = Evaluator(model, mesh, config.eval.batch_size, config.eval.bptt or c.bptt)
+
+    def scored(split):
+        """Evaluate a split: per-token metrics plus per-word perplexity and bits per character."""
+        return with_per_unit_metrics(evaluator(state.params, ids[split], char_level), len(ids[split]) - 1,
+                                     units[split])
     skipped = 0
 
     def save(totals, valid_loss=None):
@@ -307,7 +309,7 @@ def train_and_evaluate(config, workdir) -> dict:
             bar.close()
             if window == steps_per_epoch:
                 epoch, window = epoch + 1, 0
-                valid = evaluator(state.params, ids["valid"], char_level)
+                valid = scored("valid")
                 controller.end_epoch(valid["loss"])
                 log.write({"step": step, "epoch": epoch, "split": "valid", **valid})
                 say(f"epoch {epoch}: valid loss {valid['loss']:.4f}, perplexity {valid['perplexity']:.2f}, "
@@ -325,10 +327,11 @@ def train_and_evaluate(config, workdir) -> dict:
             say(f"stopped: {stop}")
         preemption.training_done()
 
-        results = {"step": step, "valid": valid or evaluator(state.params, ids["valid"], char_level),
-                   "test": evaluator(state.params, ids["test"], char_level)}
+        results = {"step": step, "valid": valid or scored("valid"), "test": scored("test")}
         log.write({"step": step, "epoch": epoch, "split": "test", **results["test"]})
-        say(f"test: loss {results['test']['loss']:.4f}, perplexity {results['test']['perplexity']:.2f}")
+        test = results["test"]
+        say(f"test: loss {test['loss']:.4f}, perplexity {test['perplexity']:.2f}; per word: perplexity "
+            f"{test['word_perplexity']:.2f}, bits/char {test['bits_per_char']:.4f}")
         if config.sample.length > 0:
             s = config.sample
             results["sample"] = sample_text(model, state.params, tokenizer, s.prompt, length=s.length,

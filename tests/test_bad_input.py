@@ -27,6 +27,10 @@ def files(tmp_path_factory):
     (root / "latin1.txt").write_bytes("café au lait\n".encode("latin-1"))
     with open(root / "huge.txt", "wb") as f:  # sparse: 3 GiB on paper, nothing on disk
         f.truncate(3 << 30)
+    (root / "cls_train.txt").write_text("0 a good film\n1 a bad film\n")
+    (root / "cls_badlabel.txt").write_text("0 good\n7 weird\n")
+    (root / "cls_nolabel.txt").write_text("0 good\nlovely\n")
+    (root / "bad.model").write_bytes(b"\x00not a SentencePiece model")
     (root / "no_checkpoint").mkdir()
     (root / "no_checkpoint" / "config.json").write_text("{}")
     bad_ptb = root / "bad_data" / "ptb"
@@ -38,6 +42,9 @@ def files(tmp_path_factory):
 
 TRAIN = ["train", "--config", "experiments/default.py:tiny", "--workdir", "{root}/run"]
 FRESH = ["train", "--config", "experiments/default.py:tiny", "--workdir", "{root}/fresh"]
+CLASSIFY = ["train", "--config", "experiments/sst2_lstm.py:tiny", "--workdir", "{root}/fresh"]
+LABELLED = lambda train, valid, test: [f"--config.data.{split}_path={{root}}/{name}"
+                                       for split, name in (("train", train), ("valid", valid), ("test", test))]
 CASES = {
     "missing corpus file": (FRESH + ["--config.data.corpus={root}/missing.txt"], "path not found"),
     "empty corpus file": (FRESH + ["--config.data.corpus={root}/empty.txt"], "is empty"),
@@ -69,6 +76,15 @@ CASES = {
     "unknown split": (["eval", "--workdir", "{root}/run", "--split", "dev"], "invalid choice: 'dev'"),
     "unknown command": (["trian"], "invalid choice: 'trian'"),
     "stray argument": (["eval", "--workdir", "{root}/run", "extra"], "unexpected argument 'extra'"),
+    "empty labelled file": (CLASSIFY + LABELLED("empty.txt", "cls_train.txt", "cls_train.txt"), "empty.txt is empty"),
+    "label outside the known classes": (CLASSIFY + LABELLED("cls_train.txt", "cls_train.txt", "cls_badlabel.txt"),
+                                        "cls_badlabel.txt:2: label '7' is not one of the classes seen in train (0, 1)"),
+    "line with no label": (CLASSIFY + LABELLED("cls_nolabel.txt", "cls_train.txt", "cls_train.txt"),
+                           "cls_nolabel.txt:2: expected 'LABEL sentence', got only 'lovely'"),
+    "unknown pooling": (CLASSIFY + ["--config.model.pooling=avg"], "unknown model.pooling 'avg'"),
+    "not a SentencePiece model": (FRESH + ["--config.data.tokenizer=sentencepiece", "--config.data.spm_model={root}/bad.model"],
+                                  "bad.model is not a SentencePiece model"),
+    "predict with a language model": (["predict", "--workdir", "{root}/run", "hello"], "predict needs a classifier run"),
 }
 
 

@@ -150,6 +150,10 @@ class SentencePieceTokenizer:
         self.processor = _spm_processor(self.model_proto, source)
         self.eos = self.processor.eos_id()
         self.unk = self.processor.unk_id()
+        # piece -> id like the other tokenizers' `index`; "\n" and "<eos>" name the line end
+        # (sampling starts an unprompted sample after one).
+        self.index = {self.processor.id_to_piece(i): i for i in range(self.processor.get_piece_size())}
+        self.index.update({"\n": self.eos, EOS: self.eos})
 
     @classmethod
     def fit(cls, text: str, spm_vocab_size: int = 8000, spm_model_type: str = "bpe", spm_model: str = "",

@@ -1,0 +1,50 @@
+"""SST-2 (sentence level: 6,920 / 872 / 1,821), a bidirectional LSTM from scratch.
+
+Word ids as the article's Keras pipeline (Tokenizer(num_words), pad_sequences),
+masked so that padding never reaches the state, length-bucketed batches.
+Tuned on the valid split only; the test accuracy reported is that of the
+checkpoint with the best valid accuracy (see rnnlm/classify.py).
+
+    rnnlm train --config experiments/sst2_lstm.py --workdir runs/sst2_lstm
+    rnnlm eval --workdir runs/sst2_lstm --split test --checkpoint best
+    rnnlm predict --workdir runs/sst2_lstm "a gorgeous , witty , seductive movie ." "the plot is nothing but boilerplate ."
+    rnnlm train --config experiments/sst2_lstm.py:tiny          # seconds
+"""
+
+from rnnlm.config import base_config
+
+
+def get_config(arg=None):
+    config = base_config()
+    config.name = "sst2_lstm"
+    config.task = "classify"
+    config.data.corpus = "sst2"
+    config.data.num_words = 8000  # padding + OOV + the 7,998 most frequent train words (of 14,828): tuned on valid
+    config.data.maxlen = 0  # the longest train sentence: nothing truncated
+    config.data.padding = "post"
+    config.data.truncating = "post"
+    config.data.bucket_by_length = True
+    config.model.num_classes = 2
+    config.model.cell = "lstm"
+    config.model.bidirectional = True
+    config.model.pooling = "max"
+    config.model.embed_size = 128
+    config.model.hidden_size = 128
+    config.model.num_layers = 1
+    config.model.embed_dropout = 0.3  # tuned on valid (0.3: 80.7%, 0.5: 80.1%)
+    config.model.dropout = 0.5
+    config.train.optimizer = "adam"
+    config.train.learning_rate = 1e-3
+    config.train.grad_clip = 5.0
+    config.train.batch_size = 32
+    config.train.epochs = 6  # the best valid accuracy came at epochs 2-5 in tuning
+    config.train.log_every = 50
+    config.train.checkpoint_every = 0
+    config.train.keep_checkpoints = 1
+    config.eval.batch_size = 128
+    config.sample.length = 0
+    if arg == "tiny":
+        config.name += "_tiny"
+        config.model.update(embed_size=16, hidden_size=16)
+        config.train.update(epochs=1, max_steps=10, log_every=5)
+    return config

@@ -1,0 +1,114 @@
+"""SentencePiece tokenization (round trip, determinism, saved .model) and the per-word conversions."""
+
+import math
+
+import numpy as np
+import pytest
+
+from rnnlm import cli
+from rnnlm.config import base_config
+from rnnlm.data.tokenizers import CharTokenizer, SentencePieceTokenizer, WordTokenizer, load_tokenizer
+from rnnlm.errors import UserError
+from rnnlm.metrics import per_unit_metrics, text_units, with_per_unit_metrics
+from rnnlm.train import summarize
+from rnnlm.workdir import load_data, save_data
+
+TEXT = ("the cat sat on the mat .\nthe dog sat on the log .\n a cat and a dog met on a mat \n\n"
+        "café naïve — über\n") * 20
+VOCAB = {"bpe": 60, "unigram": 28}  # unigram tops out lower on this small text
+
+
+@pytest.fixture(scope="module", params=["bpe", "unigram"])
+def tokenizer(request):
+    return SentencePieceTokenizer.fit(TEXT, spm_vocab_size=VOCAB[request.param], spm_model_type=request.param)
+
+
+def test_round_trip_keeps_every_character(tokenizer):
+    for text in (TEXT, "  the   cat  \n\n met a dog", "tac mat\n"):  # spaces, empty lines, no final newline
+        ids = tokenizer.encode(text)
+        assert ids.dtype == np.int32 and tokenizer.decode(ids) == text
+    ids = tokenizer.encode("a\nb\n").tolist()
+    assert ids.count(tokenizer.eos) == 2 and ids[-1] == tokenizer.eos  # one </s> per line end
+    assert tokenizer.eos not in tokenizer.encode("no newline").tolist()
+
+
+@pytest.mark.parametrize("model_type", ["bpe", "unigram"])
+def test_training_is_deterministic(model_type):
+    first, second = (SentencePieceTokenizer.fit(TEXT, spm_vocab_size=VOCAB[model_type], spm_model_type=model_type)
+                     for _ in range(2))
+    assert first.model_proto == second.model_proto and first.vocab_size == VOCAB[model_type]
+    np.testing.assert_array_equal(first.encode(TEXT), second.encode(TEXT))
+
+
+def test_unknown_characters_and_bad_settings(tokenizer):
+    assert (tokenizer.encode("☃") == tokenizer.unk).any()
+    with pytest.raises(UserError, match="not in the SentencePiece vocabulary: '☃'"):
+        tokenizer.encode("the ☃", strict=True)
+    with pytest.raises(UserError, match=r"SentencePiece training failed: Vocabulary size (is )?too high \(5000\)"):
+        SentencePieceTokenizer.fit("tiny text\n", spm_vocab_size=5000)
+
+
+def test_model_file_saved_reused_and_checked(tmp_path):
+    config = base_config()
+    config.data.update(corpus=str(tmp_path / "corpus.txt"), tokenizer="sentencepiece", spm_vocab_size=60)
+    (tmp_path / "corpus.txt").write_text(TEXT * 3)
+    run = tmp_path / "run"
+    run.mkdir()
+    tokenizer, ids, cached = load_data(config, run)
+    assert not cached and tokenizer.kind == "sentencepiece"
+    save_data(run, tokenizer, ids)
+    assert (run / "tokenizer.model").read_bytes() == tokenizer.model_proto  # the sentencepiece tools' .model
+    again = load_tokenizer(run / "tokenizer.json")
+    assert again.model_proto == tokenizer.model_proto and again.encode(TEXT).tolist() == tokenizer.encode(TEXT).tolist()
+    # An existing .model: the same ids.
+    config.data.spm_model = str(run / "tokenizer.model")
+    other, other_ids, _ = load_data(config, tmp_path / "elsewhere")
+    np.testing.assert_array_equal(other_ids["valid"], ids["valid"])
+    # A .model that is not one, and a tokenizer.model that no longer matches tokenizer.json.
+    (tmp_path / "bad.model").write_bytes(b"\x00not a protobuf")
+    config.data.spm_model = str(tmp_path / "bad.model")
+    with pytest.raises(UserError, match="bad.model is not a SentencePiece model"):
+        load_data(config, tmp_path / "elsewhere")
+    (run / "tokenizer.model").write_bytes(b"changed")
+    with pytest.raises(UserError, match="does not match the sha256 recorded in tokenizer.json"):
+        load_tokenizer(run / "tokenizer.json")
+
+
+# --- per-word perplexity and bits per character ------------------------------------------
+
+def test_per_word_conversion_on_a_hand_computed_case():
+    text = "a b\nc\n"  # words a b <eos> c <eos> = 5, less the unpredicted first = 4; 6 chars - 1 = 5
+    assert text_units(text) == {"words": 4, "chars": 5}
+    metrics = per_unit_metrics(4 * math.log(10.0), text_units(text))  # total NLL: 10 equally likely choices per word
+    assert metrics["word_perplexity"] == pytest.approx(10.0)
+    assert metrics["bits_per_char"] == pytest.approx(4 * math.log2(10.0) / 5)
+    assert text_units("a b\nc") == {"words": 3, "chars": 4}  # an unfinished last line has no <eos>
+
+
+@pytest.mark.parametrize("tokenizer_class", [WordTokenizer, CharTokenizer])
+def test_per_word_metrics_agree_with_the_native_ones(tokenizer_class):
+    """A word model's per-word perplexity is its perplexity; a character model's bits/char its own."""
+    ids = tokenizer_class.fit(TEXT).encode(TEXT)
+    nll_sum = 0.37 * (len(ids) - 1)
+    native = summarize(nll_sum, len(ids) - 1, char_level=tokenizer_class is CharTokenizer)
+    converted = with_per_unit_metrics(native, len(ids) - 1, text_units(TEXT))
+    if tokenizer_class is WordTokenizer:
+        assert converted["word_perplexity"] == pytest.approx(native["perplexity"], rel=1e-12)
+    else:
+        assert converted["bits_per_char"] == pytest.approx(native["bits_per_char"], rel=1e-12)
+
+
+def test_sentencepiece_language_model_through_the_cli(tmp_path, capsys):
+    (tmp_path / "corpus.txt").write_text(TEXT * 5)
+    workdir = tmp_path / "run"
+    args = ["train", "--config", "experiments/default.py:tiny", "--workdir", str(workdir),
+            f"--config.data.corpus={tmp_path / 'corpus.txt'}", "--config.data.tokenizer=sentencepiece",
+            "--config.data.spm_vocab_size=60", "--config.train.max_steps=4", "--config.sample.length=5",
+            "--config.sample.prompt=", "--config.model.num_layers=1"]  # an unprompted sample starts after a line end
+    assert cli.main(args) == 0
+    assert (workdir / "tokenizer.model").exists()
+    capsys.readouterr()
+    assert cli.main(["eval", "--workdir", str(workdir), "--split", "valid"]) == 0
+    assert "per word: perplexity" in capsys.readouterr().out
+    assert cli.main(["generate", "--workdir", str(workdir), "--prompt", "the dog", "--length", "5"]) == 0
+    assert capsys.readouterr().out.startswith("the dog")
