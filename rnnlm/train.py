@@ -327,7 +327,8 @@ def train_and_evaluate(config, workdir) -> dict:
             say(f"stopped: {stop}")
         preemption.training_done()
 
-        results = {"step": step, "valid": valid or scored("valid"), "test": scored("test")}
+        fresh = valid is not None and window == 0  # else the last validation is older than the parameters
+        results = {"step": step, "valid": valid if fresh else scored("valid"), "test": scored("test")}
         log.write({"step": step, "epoch": epoch, "split": "test", **results["test"]})
         test = results["test"]
         say(f"test: loss {test['loss']:.4f}, perplexity {test['perplexity']:.2f}; per word: perplexity "
