@@ -328,11 +328,16 @@ def train_and_evaluate(config, workdir) -> dict:
         preemption.training_done()
 
         fresh = valid is not None and window == 0  # else the last validation is older than the parameters
-        results = {"step": step, "valid": valid if fresh else scored("valid"), "test": scored("test")}
+        if not fresh:
+            valid = scored("valid")
+            log.write({"step": step, "epoch": epoch + window / steps_per_epoch, "split": "valid", **valid})
+        results = {"step": step, "valid": valid, "test": scored("test")}
         log.write({"step": step, "epoch": epoch, "split": "test", **results["test"]})
         test = results["test"]
-        say(f"test: loss {test['loss']:.4f}, perplexity {test['perplexity']:.2f}; per word: perplexity "
-            f"{test['word_perplexity']:.2f}, bits/char {test['bits_per_char']:.4f}")
+        for split in ("valid", "test"):
+            m = results[split]
+            say(f"{split}: loss {m['loss']:.4f}, perplexity {m['perplexity']:.2f}; per word: perplexity "
+                f"{m['word_perplexity']:.2f}, bits/char {m['bits_per_char']:.4f}")
         if config.sample.length > 0:
             s = config.sample
             results["sample"] = sample_text(model, state.params, tokenizer, s.prompt, length=s.length,
