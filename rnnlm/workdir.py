@@ -128,10 +128,16 @@ class MetricLog:
         self.events.purge_from(step + 1)
         if not (self.enabled and self.path.exists()):
             return
-        # Test records summarise a finished run; the resumed run writes its own.
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step and json.loads(line)["split"] != "test"]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line torn by a kill mid-write
+                continue
+            # Test records summarise a finished run; the resumed run writes its own.
+            if record["step"] <= step and record["split"] != "test":
+                kept.append(line)
+        write_atomically(self.path, "".join(line + "\n" for line in kept).encode())
 
     def write(self, record: dict) -> None:
         if self.enabled:

@@ -215,3 +215,14 @@ def test_same_seed_same_curve(tmp_path, corpus):
     runs = [train_lib.train_and_evaluate(tiny_config(corpus, max_steps=10), tmp_path / f"run{i}") for i in range(2)]
     assert history(tmp_path / "run0") == history(tmp_path / "run1")
     assert runs[0]["test"] == runs[1]["test"]
+
+
+def test_metric_log_survives_a_line_torn_by_a_kill(tmp_path):
+    from rnnlm.workdir import MetricLog
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 5, "split": "train", "loss": 1.0}\n{"step": 10, "split": "valid", "loss": 0.9}\n'
+                    '{"step": 15, "split": "test", "loss": 0.8}\n{"step": 20, "spl')
+    log = MetricLog(path)
+    log.truncate_after(15)
+    assert [json.loads(l)["step"] for l in path.read_text().splitlines()] == [5, 10]
+    log.close()
