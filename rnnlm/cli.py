@@ -6,7 +6,7 @@
     rnnlm predict --workdir DIR "sentence" ["sentence" ...]     (classifier runs)
     rnnlm corpora
     rnnlm bench [--tiny] [--configs ptb_small,char,ptb_medium] [--cells lstm,gru] [--impls rnnlm,torch,flax] [--out JSON]
-    rnnlm sweep --config experiments/ablations/<name>.py[:arg] [--workdir DIR] [--config.<field>=<value> ...]
+    rnnlm sweep --config experiments/ablations/<name>.py[:arg] [--workdir DIR] [--seeds 0,1] [--config.<field>=<value> ...]
     rnnlm plot --workdir DIR [--workdir DIR ...] [--out PNG]
     rnnlm study gradients --workdir DIR [...] | rnnlm study synthetic [--tiny]
     rnnlm visualize --workdir DIR [--text TEXT] [--units 3,17] ; rnnlm units --workdir DIR [--feature NAME]
@@ -172,6 +172,12 @@ def _sweep(args, rest):
     if not given:
         raise UserError("sweep needs --config experiments/ablations/<name>.py[:arg], a file with get_sweep()")
     points = sweep.load_sweep(_resolve_config_path(given[-1]), config)
+    if args.seeds is not None:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",")]
+        except ValueError:
+            raise UserError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+        points = sweep.with_seeds(points, seeds)
     sweep.run_sweep(config, points, args.workdir or f"runs/{config.name}")
 
 
@@ -307,6 +313,7 @@ def _add_research_commands(commands):
     """sweep, plot, study, visualize, units: see rnnlm/sweep.py, plots.py, studies/, visualize.py."""
     sweep = commands.add_parser("sweep", help="run an experiment's get_sweep() points; write results.md/json/png")
     sweep.add_argument("--workdir", help="sweep directory, one run per point (default: runs/<config.name>)")
+    sweep.add_argument("--seeds", help="replace the sweep's seed axis, e.g. 0 or 0,1,2,3,4")
     sweep.set_defaults(func=_sweep)
 
     plot = commands.add_parser("plot", help="training curves of one or several runs (or a sweep) to PNG")

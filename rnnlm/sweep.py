@@ -117,6 +117,14 @@ def load_sweep(config_arg: str, config) -> list[dict]:
     return [dict(p) for p in points]
 
 
+def with_seeds(points: list[dict], seeds) -> list[dict]:
+    """The sweep's points with its seed axis replaced by `seeds` (a quick one-seed pass, or more seeds)."""
+    if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
+        raise UserError(f"--seeds: expected non-negative integers such as 0,1,2; got {seeds!r}")
+    unique = list(dict.fromkeys(tuple((k, v) for k, v in p.items() if k != "seed") for p in points))
+    return product([dict(p) for p in unique], axis("seed", seeds))
+
+
 def apply_overrides(config, overrides: dict):
     """A copy of `config` with dotted fields set; an unknown field or a wrong type is a UserError."""
     config = copy.deepcopy(config)

@@ -40,6 +40,15 @@ def test_product_and_axis():
     assert merged == [{"model.cell": "gru", "model.hidden_size": 7, "seed": 1}]
 
 
+def test_with_seeds_replaces_the_seed_axis_and_keeps_the_order():
+    points = sweep.product(sweep.axis("model.cell", ["rnn", "lstm"]), sweep.axis("seed", [0, 1, 2]))
+    assert sweep.with_seeds(points, [5]) == [{"model.cell": "rnn", "seed": 5}, {"model.cell": "lstm", "seed": 5}]
+    no_seed_axis = sweep.axis("model.cell", ["gru"])
+    assert sweep.with_seeds(no_seed_axis, [0, 1]) == [{"model.cell": "gru", "seed": 0}, {"model.cell": "gru", "seed": 1}]
+    with pytest.raises(UserError, match="--seeds"):
+        sweep.with_seeds(points, [])
+
+
 def test_apply_overrides_checks_fields_and_types():
     config = base_config()
     config.lock()
@@ -174,3 +183,9 @@ def test_tiny_sweep_runs_skips_finished_points_and_writes_the_table(tmp_path, ca
     assert cli.main(command) == 0
     assert [p.name for p in calls] == [runs[1]]
     assert (workdir / runs[1] / sweep.RESULT_FILE).exists()
+
+    # --seeds replaces the seed axis: seed 1 alone is finished, so nothing trains; a bad list is refused.
+    capsys.readouterr()
+    assert cli.main(command + ["--seeds", "1"]) == 0
+    assert len(calls) == 1 and capsys.readouterr().out.count("finished earlier, skipped") == 1
+    assert cli.main(command + ["--seeds", "one"]) == 2 and "--seeds" in capsys.readouterr().err
