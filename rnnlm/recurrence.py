@@ -78,31 +78,38 @@ def _scan_fused_fwd(cell, reverse, unroll, small, w_h, carry, gx, mask):
         g, m = inputs
         gh = matmul(c[-1], w_h)
         new_c, y = _core_step(cell, small, c, g, gh, m)
-        return new_c, (y, c, gh)  # keep each step's incoming carry and recurrent product
+        # Keep each step's incoming carry, and the recurrent product; a cell that
+        # only sees gx + gh keeps that sum instead, and gx need not outlive the loop.
+        return new_c, (y, c, g + gh if cell.additive else gh)
 
-    final, (ys, carries_in, ghs) = jax.lax.scan(body, carry, (gx, mask), reverse=reverse, unroll=unroll)
-    return (final, ys), (small, w_h, carries_in, gx, ghs, mask)
+    final, (ys, carries_in, pre) = jax.lax.scan(body, carry, (gx, mask), reverse=reverse, unroll=unroll)
+    return (final, ys), (small, w_h, carries_in, None if cell.additive else gx, pre, mask)
 
 
 def _scan_fused_bwd(cell, reverse, unroll, residuals, cotangents):
-    small, w_h, carries_in, gx, ghs, mask = residuals
+    small, w_h, carries_in, gx, pre, mask = residuals
     d_final, d_ys = cotangents
 
     def body(d_carry, inputs):
         c, g, gh, d_y, m = inputs
-        _, vjp = jax.vjp(lambda small, c, g, gh: _core_step(cell, small, c, g, gh, m), small, c, g, gh)
-        d_small, d_c, d_g, d_gh = vjp((d_carry, d_y))
+        if cell.additive:  # g is the whole pre-activation; d(gx) = d(gh) = d(pre)
+            _, vjp = jax.vjp(lambda small, c, g: _core_step(cell, small, c, g, jnp.zeros_like(g), m), small, c, g)
+            d_small, d_c, d_gh = vjp((d_carry, d_y))
+            d_g = None
+        else:
+            _, vjp = jax.vjp(lambda small, c, g, gh: _core_step(cell, small, c, g, gh, m), small, c, g, gh)
+            d_small, d_c, d_g, d_gh = vjp((d_carry, d_y))
         # The recurrent matmul's input gradient is sequential; its weight gradient is not (below).
         d_h = d_c[-1] + matmul(d_gh, w_h.T)
         return d_c[:-1] + (d_h,), (d_g, d_gh, d_small)
 
-    d_carry, (d_gx, d_ghs, d_smalls) = jax.lax.scan(
-        body, d_final, (carries_in, gx, ghs, d_ys, mask), reverse=not reverse, unroll=unroll)
+    xs = (carries_in, pre, None, d_ys, mask) if cell.additive else (carries_in, gx, pre, d_ys, mask)
+    d_carry, (d_gx, d_ghs, d_smalls) = jax.lax.scan(body, d_final, xs, reverse=not reverse, unroll=unroll)
     hs_in = carries_in[-1]
     d_w_h = jnp.einsum("tbh,tbg->hg", hs_in.astype(w_h.dtype), d_ghs.astype(w_h.dtype),
                        preferred_element_type=jnp.float32).astype(w_h.dtype)
     d_small = jax.tree_util.tree_map(lambda d: d.sum(0), d_smalls)
-    return d_small, d_w_h, d_carry, d_gx, None
+    return d_small, d_w_h, d_carry, d_ghs if cell.additive else d_gx, None
 
 
 _scan_fused.defvjp(_scan_fused_fwd, _scan_fused_bwd)

@@ -206,3 +206,15 @@ def test_hand_written_backward_through_time_equals_autodiff(name, reverse, input
     want = jax.grad(functools.partial(loss, plain), argnums=(0, 1, 2))(params, carry, inputs)
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(CELLS) if CELLS[n].core is not None])
+def test_the_additive_flag_holds_exactly_for_cells_that_only_see_the_sum(name):
+    """`Cell.additive` lets the backward pass keep gx + gh alone; it must be set exactly where that is lossless."""
+    cell = get_cell(name)
+    params, carry = random_params(name), random_carry(name)
+    keys = jax.random.split(jax.random.PRNGKey(3), 2)
+    gx, gh = (jax.random.normal(k, (B, cell.gates * H)) for k in keys)
+    split = cell.core(params, carry, gx, gh)[1]
+    summed = cell.core(params, carry, gx + gh, jnp.zeros_like(gh))[1]
+    assert np.allclose(split, summed, atol=1e-6) == cell.additive

@@ -55,6 +55,9 @@ def test_windows_cut_inputs_and_shifted_targets():
     np.testing.assert_array_equal(targets, inputs + 1)
     assert inputs[0, 0] == 0 and targets[-1, -1] == 49
     np.testing.assert_allclose(gradients.geometric_mean(np.array([[1.0, 100.0], [100.0, 1.0]])), [10.0, 10.0])
+    # A norm that underflowed float32 in every window is shown as a bound, not as a value.
+    floor = gradients.geometric_mean(np.zeros((3, 1)))[0]
+    assert gradients._format_norm(floor).startswith("≤") and gradients._format_norm(3e-5) == "3.00e-05"
 
 
 @pytest.mark.parametrize("distance", [1, 7, 30])

@@ -80,9 +80,20 @@ def _lag_gradient_norms(model, layer, params, inputs, targets):
     return jnp.linalg.norm(grads, axis=-1)[::-1].T
 
 
+FLOOR = float(np.finfo(np.float32).tiny)
+
+
+def _underflow(norm: float) -> bool:
+    return norm <= FLOOR * 1.0001
+
+
+def _format_norm(norm: float) -> str:
+    return f"≤{FLOOR:.1e}" if _underflow(norm) else f"{norm:.2e}"
+
+
 def geometric_mean(norms: np.ndarray) -> np.ndarray:
     """Over axis 0, ignoring exact zeros' -inf by flooring at the smallest normal float."""
-    return np.exp(np.log(np.maximum(norms, np.finfo(np.float32).tiny)).mean(axis=0))
+    return np.exp(np.log(np.maximum(norms, FLOOR)).mean(axis=0))
 
 
 def windows(ids: np.ndarray, count: int, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,8 +151,11 @@ def gradient_study(workdirs, out_dir=None, lags: int = 100, count: int = 32, lay
              "| run | state | " + " | ".join(f"k={k}" for k in shown) + f" | k={lags - 1} / k=0 |",
              "|---|---|" + "---|" * (len(shown) + 1)]
     for c in curves:
-        lines.append(f"| {c['label']} | {c['state']} | " + " | ".join(f"{c['norms'][k]:.2e}" for k in shown)
-                     + f" | {c['norms'][-1] / max(c['norms'][0], 1e-30):.2e} |")
+        last = c["norms"][-1]
+        ratio = "underflow" if _underflow(last) else f"{last / max(c['norms'][0], 1e-30):.2e}"
+        lines.append(f"| {c['label']} | {c['state']} | " + " | ".join(_format_norm(c["norms"][k]) for k in shown)
+                     + f" | {ratio} |")
+    lines += ["", f"≤{FLOOR:.1e}: the gradient underflowed float32 (the smallest normal number); its true value is smaller."]
     (out_dir / "gradients.md").write_text("\n".join(lines) + "\n")
     (out_dir / "gradients.json").write_text(json.dumps({"layer": layer, "windows": count, "curves": curves}, indent=1))
     lag_plot(curves, out_dir / "gradients.png", f"gradient norm against lag (layer {layer})")
