@@ -61,45 +61,51 @@ def run_labels(runs: list[pathlib.Path]) -> list[str]:
 
 
 def training_curves(workdirs, out) -> pathlib.Path:
-    """Loss (train line, validation markers), gradient norm and learning rate against step."""
+    """Loss (train line, validation dots), gradient norm and learning rate against step; one colour per run."""
     runs = expand_runs(workdirs)
     plt = pyplot()
-    panels = [("loss", "loss (nats/token)"), ("grad_norm", "gradient norm"), ("learning_rate", "learning rate")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8))
+    panels = [("loss", "loss (nats/token): line train, dots valid"), ("grad_norm", "gradient norm"),
+              ("learning_rate", "learning rate")]
+    rows = -(-len(runs) // 3)  # the legend sits below the panels, three runs to a row
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8 + 0.25 * rows), layout="constrained")
+    palette = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
     for index, (run, label) in enumerate(zip(runs, run_labels(runs))):
         records = read_metrics(run)
-        color = f"C{index % 10}"
+        color = palette(index % palette.N)
         train = [r for r in records if r.get("split") == "train"]
         valid = [r for r in records if r.get("split") == "valid"]
         for ax, (key, _) in zip(axes, panels):
             points = [(r["step"], r[key]) for r in train if key in r]
             if points:
-                ax.plot(*zip(*points), color=color, lw=1.2, label=f"{label} train" if key == "loss" else label)
+                ax.plot(*zip(*points), color=color, lw=1.2, label=label if key == "loss" else None)
         if valid:
-            axes[0].plot([r["step"] for r in valid], [r["loss"] for r in valid], "o--", color=color, ms=4,
-                         label=f"{label} valid")
+            axes[0].plot([r["step"] for r in valid], [r["loss"] for r in valid], "o--", color=color, ms=4)
     for ax, (key, title) in zip(axes, panels):
         ax.set_xlabel("step")
         ax.set_title(title)
         ax.grid(alpha=0.3)
         if key == "grad_norm":
             ax.set_yscale("log")
-    axes[0].legend(fontsize="small")
+    fig.legend(loc="outside lower center", ncol=min(3, len(runs)), fontsize="small", frameon=False)
     return save_figure(fig, out)
 
 
 def sweep_plot(groups: list[dict], out, title: str) -> pathlib.Path:
-    """Validation perplexity against parameters, one point per sweep row (error bars over seeds)."""
+    """Validation perplexity against parameters, one point per sweep row (error bars over seeds).
+
+    When every row has about the same parameter count (a comparison at equal
+    size, like the cell ablation) the rows are placed side by side instead.
+    """
     plt = pyplot()
+    groups = [g for g in groups if "valid ppl" in g]
+    params = [g["params"] for g in groups]
+    if params and max(params) <= 1.05 * min(params):
+        return _equal_size_plot(plt, groups, out, title)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for g in groups:
-        if "valid ppl" not in g:
-            continue
         m = g["valid ppl"]
         ax.errorbar(g["params"], m["mean"], yerr=m["std"] if m["n"] > 1 else None, fmt="o", capsize=3)
-        label = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in g["overrides"].items())
-        ax.annotate(label, (g["params"], m["mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    params = [g["params"] for g in groups if "valid ppl" in g]
+        ax.annotate(_point_label(g), (g["params"], m["mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
     if max(params) > 3 * min(params):
         ax.set_xscale("log")
     ax.margins(x=0.25, y=0.1)
@@ -107,6 +113,23 @@ def sweep_plot(groups: list[dict], out, title: str) -> pathlib.Path:
     ax.set_ylabel("validation perplexity")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
+    return save_figure(fig, out)
+
+
+def _point_label(g: dict) -> str:
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in g["overrides"].items())
+
+
+def _equal_size_plot(plt, groups: list[dict], out, title: str) -> pathlib.Path:
+    fig, ax = plt.subplots(figsize=(max(6.5, 1.3 * len(groups)), 4.5))
+    for x, g in enumerate(groups):
+        m = g["valid ppl"]
+        ax.errorbar(x, m["mean"], yerr=m["std"] if m["n"] > 1 else None, fmt="o", capsize=4, color=f"C{x % 10}")
+    ax.set_xticks(range(len(groups)), [_point_label(g).replace(", ", "\n") for g in groups], fontsize=8)
+    ax.set_xlim(-0.5, len(groups) - 0.5)
+    ax.set_ylabel("validation perplexity")
+    ax.set_title(f"{title} ({min(g['params'] for g in groups):,}-{max(g['params'] for g in groups):,} parameters)")
+    ax.grid(alpha=0.3, axis="y")
     return save_figure(fig, out)
 
 
@@ -150,7 +173,8 @@ def success_plot(rates: dict, distances: list[int], out, title: str, chance: flo
 def save_figure(fig, out) -> pathlib.Path:
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(out, dpi=110)
     pyplot().close(fig)
     return out

@@ -175,3 +175,13 @@ def test_tensorboard_resume_purges_the_dropped_steps(tmp_path):
         data[20] ^= 0xFF
         first.write_bytes(bytes(data))
         read_events(first)
+
+
+@pytest.mark.parametrize("sizes", [(1000, 1010, 1020), (1000, 8000, 64000)])
+def test_sweep_plot_at_equal_and_at_growing_size(tmp_path, sizes):
+    """Rows of about equal size are drawn side by side, growing sizes against a parameter axis: both valid PNGs."""
+    from rnnlm.plots import sweep_plot
+    groups = [{"overrides": {"model.cell": f"c{i}"}, "params": p, "valid ppl": {"mean": 5.0 + i, "std": 0.1, "n": 2}}
+              for i, p in enumerate(sizes)]
+    groups.append({"overrides": {"model.cell": "failed"}, "params": 10})  # a point without a result is left out
+    assert_png(sweep_plot(groups, tmp_path / "results.png", "sweep"))
