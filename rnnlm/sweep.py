@@ -269,12 +269,14 @@ def group_runs(results: list[RunResult]) -> list[dict]:
     return list(groups.values())
 
 
-def choose(groups: list[dict]) -> tuple[dict | None, dict | None]:
-    """(best by mean validation perplexity, smallest within one standard deviation of the best).
+def choice_metric(groups: list[dict]) -> str:
+    """Per-word perplexity when every point has it (it compares across tokenizers), else per token."""
+    return "valid word ppl" if all("valid word ppl" in g for g in groups) else "valid ppl"
 
-    Per-word perplexity when every point has it (it compares across tokenizers), else per token.
-    """
-    key = "valid word ppl" if all("valid word ppl" in g for g in groups) else "valid ppl"
+
+def choose(groups: list[dict]) -> tuple[dict | None, dict | None]:
+    """(best by mean validation perplexity, smallest within one standard deviation of the best)."""
+    key = choice_metric(groups)
     scored = [g for g in groups if key in g]
     if not scored:
         return None, None
@@ -301,11 +303,13 @@ def results_markdown(title: str, groups: list[dict]) -> str:
     best, chosen = choose(groups)
     if best is not None:
         describe = lambda g: ", ".join(f"{k}={_format(v)}" for k, v in g["overrides"].items()) or "base"
-        lines += ["", f"Best by mean validation perplexity: **{describe(best)}** "
-                      f"({best['valid ppl']['mean']:.2f}, {best['params']:,} parameters)."]
+        key = choice_metric(groups)
+        what = "per-word perplexity" if key == "valid word ppl" else "perplexity"
+        lines += ["", f"Best by mean validation {what}: **{describe(best)}** "
+                      f"({best[key]['mean']:.2f}, {best['params']:,} parameters)."]
         if chosen is not best:
             lines.append(f"Smallest within one standard deviation of the best (the one-standard-error rule): "
-                         f"**{describe(chosen)}** ({chosen['valid ppl']['mean']:.2f}, {chosen['params']:,} parameters).")
+                         f"**{describe(chosen)}** ({chosen[key]['mean']:.2f}, {chosen['params']:,} parameters).")
     lines += ["", "± is the sample standard deviation across seeds; runs = seeds that finished."]
     return "\n".join(lines) + "\n"
 

@@ -119,6 +119,17 @@ def test_seeds_are_merged_into_mean_and_std_and_the_choice_is_stated():
     assert "0 (1 failed)" in table and "Best by mean validation perplexity: **model.hidden_size=256**" in table
 
 
+def test_tokenizers_are_chosen_and_reported_by_per_word_perplexity():
+    """Per-token perplexities of a char and a word model are not comparable; the choice and its line use per word."""
+    metric = lambda mean: {"mean": mean, "std": 0.0, "n": 1}
+    groups = [{"overrides": {"data.tokenizer": "char"}, "runs": ["c"], "failed": 0, "params": 5, "steps": 1,
+               "valid ppl": metric(3.6), "valid word ppl": metric(1027.0)},
+              {"overrides": {"data.tokenizer": "word"}, "runs": ["w"], "failed": 0, "params": 9, "steps": 1,
+               "valid ppl": metric(187.0), "valid word ppl": metric(187.0)}]
+    assert sweep.choose(groups)[0]["overrides"] == {"data.tokenizer": "word"}
+    assert "Best by mean validation per-word perplexity: **data.tokenizer=word** (187.00," in sweep.results_markdown("t", groups)
+
+
 def test_a_failed_point_is_reported_and_the_others_still_run(tmp_path):
     corpus = tmp_path / "text.txt"
     corpus.write_text("abc def\n" * 50)
