@@ -41,7 +41,7 @@ from rnnlm.data import classification as data_lib
 from rnnlm.errors import UserError
 from rnnlm.models import classifier_from_config, count_params
 from rnnlm.preemption import PreemptionWatch
-from rnnlm.train import TrainState, accumulate
+from rnnlm.train import TrainState, accumulate, report_stop
 from rnnlm.workdir import MetricLog, existing_run, reconcile_config, write_atomically
 
 CARRY = {"none": jnp.zeros((1,), jnp.int32)}  # the carry item of a checkpoint: nothing flows between batches
@@ -295,13 +295,8 @@ def train_and_evaluate_classifier(config, workdir) -> dict:
                 say(f"epoch {epoch}: valid loss {valid['loss']:.4f}, accuracy {valid['accuracy']:.2%}")
                 save(None, valid)
     checkpoints.wait()
-    if stop and stop.startswith("preempted"):
-        say(f"preempted: checkpoint of step {step} written to {checkpoints.directory}; rerun the same command to resume")
-        checkpoints.close()
-        log.close()
+    if report_stop(stop, step, checkpoints, log, say):
         return {"step": step, "preempted": True}
-    if stop:
-        say(f"stopped: {stop}")
 
     best_step = checkpoints.best_step()
     checkpoints.close()

@@ -160,6 +160,18 @@ def _stop_reason(config, step: int, seconds: float, check_clock: bool = True) ->
     return None
 
 
+def report_stop(stop: str | None, step: int, checkpoints, log, say) -> bool:
+    """Say why training stopped; on preemption also close the checkpoints and the log and return True."""
+    if stop and stop.startswith("preempted"):
+        say(f"preempted: checkpoint of step {step} written to {checkpoints.directory}; rerun the same command to resume")
+        checkpoints.close()
+        log.close()
+        return True
+    if stop:
+        say(f"stopped: {stop}")
+    return False
+
+
 class _Pending:
     """Step metrics summed on device since the last log record, fetched only when needed.
 
@@ -318,13 +330,8 @@ def train_and_evaluate(config, workdir) -> dict:
         checkpoints.wait()
         if skipped:
             say(f"skipped {skipped} step(s) with a non-finite loss or gradient")
-        if stop and stop.startswith("preempted"):
-            say(f"preempted: checkpoint of step {step} written to {checkpoints.directory}; rerun the same command to resume")
-            checkpoints.close()
-            log.close()
+        if report_stop(stop, step, checkpoints, log, say):
             return {"step": step, "preempted": True}
-        if stop:
-            say(f"stopped: {stop}")
         preemption.training_done()
 
         fresh = valid is not None and window == 0  # else the last validation is older than the parameters
