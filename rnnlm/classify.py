@@ -34,7 +34,7 @@ import numpy as np
 import optax
 import tqdm
 
-from rnnlm import optim, sharding
+from rnnlm import optim, pretrained, sharding
 from rnnlm.checkpoint import Checkpoints
 from rnnlm.config import load_config, validate
 from rnnlm.data import classification as data_lib
@@ -54,14 +54,19 @@ def selection_score(metrics: dict) -> float:
 
 # --- data --------------------------------------------------------------------------
 
-def load_classification_data(config, workdir: pathlib.Path):
-    """(WordIndex, {split: EncodedSplit}, fitted_now). The workdir's tokenizer.json when it has one."""
+def load_classification_data(config, workdir: pathlib.Path, extra_words=None):
+    """(WordIndex, {split: EncodedSplit}, fitted_now). The workdir's tokenizer.json when it has one.
+
+    A freshly fitted index is extended with `extra_words` (a language model's vocabulary, rnnlm/pretrained.py).
+    """
     examples = data_lib.read_examples(config.data)
     path = pathlib.Path(workdir) / "tokenizer.json"
     if path.exists():
         tokenizer, fitted = load_word_index(path), False
     else:
         tokenizer, fitted = data_lib.fit_word_index(examples["train"], config.data, config.model.num_classes), True
+        if extra_words:
+            tokenizer = pretrained.extend_word_index(tokenizer, extra_words)
     splits = {s: data_lib.encode_split(e, tokenizer, config.data.truncating, s) for s, e in examples.items()}
     return tokenizer, splits, fitted
 
@@ -188,7 +193,10 @@ def train_and_evaluate_classifier(config, workdir) -> dict:
     sharding.check_batch_size(c.batch_size, mesh)
     if (workdir / "config.json").exists():
         reconcile_config(config, workdir, write=False)
-    tokenizer, splits, fitted = load_classification_data(config, workdir)
+    vectors = None  # (words, [V, E]) of model.embeddings_from: needed only before the first checkpoint
+    if config.model.embeddings_from and not any((workdir / "checkpoints").glob("*")):
+        vectors = pretrained.language_model_vectors(config.model.embeddings_from, config.model.embed_size)
+    tokenizer, splits, fitted = load_classification_data(config, workdir, vectors and vectors[0])
     workdir.mkdir(parents=True, exist_ok=True)  # everything is checked: only now is anything written
     reconcile_config(config, workdir, write=writer)
     if writer and fitted:
@@ -216,6 +224,12 @@ def train_and_evaluate_classifier(config, workdir) -> dict:
         say(f"resumed from step {step} (epoch {epoch + 1}, batch {position})")
     else:
         stats = {"step": 0, "split": "data", "maxlen": tokenizer.maxlen}
+        if vectors is not None:
+            table, matched = pretrained.initial_embedding(np.asarray(state.params["embedding"]), tokenizer, *vectors)
+            params = dict(state.params, embedding=jax.device_put(table, sharding.replicated(mesh)))
+            state = state.replace(params=params)
+            stats["pretrained_rows"] = matched
+            say(f"embedding: {matched:,} of {table.shape[0]:,} rows from {config.model.embeddings_from}")
         for name, split in splits.items():
             stats.update({f"{name}_examples": len(split.labels), f"{name}_truncated": split.truncated,
                           f"{name}_empty_lines": split.empty_lines})

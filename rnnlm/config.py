@@ -56,6 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.num_classes = 0  # classify: output classes; 0 = the number of labels in train
     c.model.bidirectional = False  # classify: each layer also reads the sequence backwards; features concatenated
     c.model.pooling = "last"  # classify: sequence feature: "last" state | "mean" | "max" over the valid steps
+    c.model.embeddings_from = ""  # classify: a word-level LM run whose embedding (and vocabulary) starts the classifier's
+    c.model.freeze_embeddings = False  # classify: keep the embedding fixed during training
     c.model.use_mask = True  # classify: False feeds padding to the cells like any token (the masking ablation)
 
     c.train = ml_collections.ConfigDict()
@@ -203,5 +205,7 @@ def _validate_task_fields(config) -> None:
             raise UserError(f"{field} must not be negative, got {config[section][key]}")
     if not 0 < config.data.valid_fraction < 1:
         raise UserError(f"data.valid_fraction must be in (0, 1), got {config.data.valid_fraction}")
+    if config.model.embeddings_from and config.task != "classify":
+        raise UserError("model.embeddings_from is for task=classify (a language model starts from its own init)")
     if config.task == "classify" and config.data.tokenizer not in ("", "word"):
         raise UserError(f"task=classify reads words (data.tokenizer word), not {config.data.tokenizer!r}")

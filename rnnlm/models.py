@@ -145,6 +145,7 @@ class Classifier(nn.Module):
     embed_dropout: float = 0.0  # on the embedding output
     init_scale: float = 0.0  # U(-s, s) for every weight; 0 = each part's default
     unroll: int = 1
+    freeze_embeddings: bool = False  # no gradient reaches the embedding (pretrained vectors kept as they are)
 
     def setup(self):
         cell = get_cell(self.cell)
@@ -165,7 +166,8 @@ class Classifier(nn.Module):
         cell = get_cell(self.cell)
         rng = self.make_rng("dropout") if train and (self.dropout or self.embed_dropout) else None
         batch = tokens.shape[0]
-        xs = jnp.take(self.embedding, tokens.T, axis=0)  # [T, B, E]
+        table = jax.lax.stop_gradient(self.embedding) if self.freeze_embeddings else self.embedding
+        xs = jnp.take(table, tokens.T, axis=0)  # [T, B, E]
         mask_t = None if mask is None else mask.T.astype(bool)  # [T, B]
         if rng is not None:
             xs = dropout(jax.random.fold_in(rng, 0), self.embed_dropout, xs)
@@ -219,4 +221,5 @@ def classifier_from_config(model_config, vocab_size: int, num_classes: int) -> C
         embed_dropout=model_config.embed_dropout,
         init_scale=model_config.init_scale,
         unroll=model_config.unroll,
+        freeze_embeddings=model_config.freeze_embeddings,
     )

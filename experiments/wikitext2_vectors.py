@@ -1,0 +1,32 @@
+"""Word vectors for the classifiers: a small LSTM language model on WikiText-2 (cased, 33,278 words).
+
+The classifiers (experiments/trec_lstm.py, experiments/sst2_lstm.py) start
+their embedding from this run's embedding matrix (model.embeddings_from), so
+that words rare or absent in their few thousand labelled sentences arrive with
+what two million words of Wikipedia say about them. Embeddings are 128 wide,
+the classifiers' width; a 512-unit LSTM reads them and a projection ties the
+softmax to the embedding (Press & Wolf 2017), so every output word trains its
+own vector too. One epoch fits the CPU budget (time_budget_minutes).
+
+    rnnlm train --config experiments/wikitext2_vectors.py --workdir runs/wikitext2_vectors
+    rnnlm train --config experiments/wikitext2_vectors.py:tiny     # seconds
+"""
+
+from experiments.wikitext2 import get_config as wikitext2_config
+
+
+def get_config(arg=None):
+    config = wikitext2_config(arg)
+    config.name = "wikitext2_vectors" + ("_tiny" if arg == "tiny" else "")
+    if arg == "tiny":
+        return config
+    config.model.embed_size = 128
+    config.model.hidden_size = 512
+    config.model.num_layers = 1
+    config.model.dropout = 0.3
+    config.model.embed_dropout = 0.1
+    config.train.batch_size = 32
+    config.train.epochs = 2
+    config.train.time_budget_minutes = 40.0
+    config.sample.length = 0
+    return config

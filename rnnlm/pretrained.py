@@ -1,0 +1,80 @@
+"""Word vectors from a trained word-level language model, as a classifier's starting embedding.
+
+The classifiers learn from a few thousand labelled sentences, so most words
+are rare in them and many test words never appear (TREC: 9% of test tokens are
+not in its train split). A language model run on a large unlabelled corpus
+(experiments/wikitext2_vectors.py: WikiText-2) has an embedding row for tens of
+thousands of words. With `model.embeddings_from = <that run's workdir>`:
+
+* the classifier's word index (train words by frequency, capped by
+  `data.num_words`) is extended with every word of the language model's
+  vocabulary it lacks, so a test word seen only by the language model gets its
+  own row instead of the out-of-vocabulary one;
+* every row whose word the language model knows starts from its vector; the
+  out-of-vocabulary row starts from the language model's `<unk>`; the rest
+  (padding, train words the language model lacks) keep their random start.
+
+Words are matched as the classifier reads them: lower-cased when
+`data.lowercase` is on (then the most frequent cased form in the language
+model's vocabulary gives the vector). `model.freeze_embeddings` keeps the
+vectors fixed during training (Kim 2014's "static" variant), so the train words
+cannot drift away from the words only the test split has.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnlm.data.classification import OOV, PAD, WordIndex
+from rnnlm.data.tokenizers import EOS, UNK
+from rnnlm.errors import UserError
+
+
+def language_model_vectors(workdir, embed_size: int) -> tuple[list[str], np.ndarray]:
+    """(words, [V, E] embedding) of a word-level language-model run (its best checkpoint, else the latest)."""
+    from rnnlm.checkpoint import Checkpoints
+    from rnnlm.inference import load_run
+    from rnnlm.workdir import existing_run
+    checkpoints = Checkpoints(existing_run(workdir), read_only=True)
+    best = checkpoints.best_step()  # runs that never scored valid have none
+    checkpoints.close()
+    run = load_run(workdir, "best" if best is not None else "latest")
+    if run.task != "lm" or run.tokenizer.kind != "word":
+        kind = "a classifier" if run.task != "lm" else f"a {run.tokenizer.kind}-level language model"
+        raise UserError(f"model.embeddings_from: {workdir} is {kind}; it must be a word-level language model run")
+    vectors = np.asarray(run.params["embedding"], np.float32)
+    if vectors.shape[1] != embed_size:
+        raise UserError(f"model.embeddings_from: {workdir} has {vectors.shape[1]}-wide embeddings but "
+                        f"model.embed_size={embed_size}; set model.embed_size={vectors.shape[1]}")
+    return list(run.tokenizer.symbols), vectors
+
+
+def _lookup(words: list[str], lowercase: bool) -> dict[str, int]:
+    """The classifier's form of each language-model word -> its row; the first (most frequent) form wins."""
+    table = {}
+    for row, word in enumerate(words):
+        if word in (UNK, EOS):
+            continue
+        table.setdefault(word.lower() if lowercase else word, row)
+    return table
+
+
+def extend_word_index(index: WordIndex, words: list[str]) -> WordIndex:
+    """`index` plus the language model's words it lacks, appended in the language model's order."""
+    known = set(index.symbols)
+    extra = [w for w in _lookup(words, index.lowercase) if w not in known]
+    return WordIndex(index.symbols + extra, index.classes, index.maxlen, index.lowercase)
+
+
+def initial_embedding(embedding: np.ndarray, index: WordIndex, words: list[str],
+                      vectors: np.ndarray) -> tuple[np.ndarray, int]:
+    """`embedding` [rows, E] with the language model's vector on every row it has a word for; (table, rows set)."""
+    lookup = _lookup(words, index.lowercase)
+    if UNK in words:
+        lookup[OOV] = words.index(UNK)
+    rows = [(i, lookup[s]) for i, s in enumerate(index.symbols) if s != PAD and s in lookup]
+    table = np.array(embedding, np.float32, copy=True)
+    if rows:
+        mine, theirs = map(np.asarray, zip(*rows))
+        table[mine] = vectors[theirs]
+    return table, len(rows)

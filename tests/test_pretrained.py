@@ -1,0 +1,98 @@
+"""Word vectors from a language-model run as a classifier's starting embedding (rnnlm/pretrained.py)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rnnlm import cli
+from rnnlm.classify import load_classifier_run
+from rnnlm.config import base_config
+from rnnlm.data.classification import WordIndex
+from rnnlm.inference import load_run
+from rnnlm.pretrained import extend_word_index, initial_embedding
+from rnnlm.train import train_and_evaluate
+
+LM_WORDS = ["<unk>", "<eos>", "the", "The", "film", "Superb", "dull", "superb"]
+
+
+def test_extend_adds_missing_words_once_in_the_language_models_order():
+    index = WordIndex(["<pad>", "<oov>", "film", "plot"], ["0", "1"], maxlen=5)
+    cased = extend_word_index(index, LM_WORDS)
+    assert cased.symbols == ["<pad>", "<oov>", "film", "plot", "the", "The", "Superb", "dull", "superb"]
+    lower = extend_word_index(WordIndex(index.symbols, index.classes, 5, lowercase=True), LM_WORDS)
+    assert lower.symbols == ["<pad>", "<oov>", "film", "plot", "the", "superb", "dull"]
+    assert lower.encode("The SUPERB film")[1] == lower.index["superb"]
+
+
+def test_rows_come_from_the_language_model_and_the_rest_stay():
+    vectors = np.arange(len(LM_WORDS) * 3, dtype=np.float32).reshape(-1, 3)
+    index = extend_word_index(WordIndex(["<pad>", "<oov>", "plot", "film"], ["0", "1"], 5, lowercase=True), LM_WORDS)
+    start = np.full((index.vocab_size + 2, 3), -1.0, np.float32)  # Keras-style spare rows beyond the index
+    table, matched = initial_embedding(start, index, LM_WORDS, vectors)
+    np.testing.assert_array_equal(table[index.index["<oov>"]], vectors[0])  # <oov> <- <unk>
+    np.testing.assert_array_equal(table[index.index["film"]], vectors[4])
+    np.testing.assert_array_equal(table[index.index["the"]], vectors[2])  # the first (most frequent) cased form
+    np.testing.assert_array_equal(table[index.index["superb"]], vectors[5])
+    for untouched in (0, index.index["plot"], -1, -2):
+        np.testing.assert_array_equal(table[untouched], -1.0)
+    assert matched == index.vocab_size - 2 and (start == -1).all()  # the input is not modified
+
+
+# --- end to end -------------------------------------------------------------------------------
+
+TEXT = "the film was superb\nthe film was dull\na superb cast and a dull plot\n" * 40
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrained")
+    corpus = root / "reviews.txt"
+    corpus.write_text(TEXT)
+    config = base_config()
+    config.data.corpus, config.data.tokenizer = str(corpus), "word"
+    config.model.update(embed_size=8, hidden_size=16, num_layers=1)
+    config.train.update(batch_size=2, bptt=8, max_steps=6, log_every=3, checkpoint_every=0)
+    config.eval.batch_size, config.sample.length = 2, 0
+    train_and_evaluate(config, root / "lm")
+    folder = root / "labelled"
+    folder.mkdir()
+    (folder / "train.txt").write_text("pos a superb film\nneg a dull film\npos superb\nneg dull plot\n")
+    (folder / "valid.txt").write_text("pos superb cast\nneg dull\n")
+    (folder / "test.txt").write_text("neg was dull\n")
+    return root
+
+
+def classifier_args(root, workdir, *extra):
+    return ["train", "--config", "experiments/sst2_lstm.py:tiny", "--workdir", str(workdir),
+            f"--config.data.corpus={root / 'labelled'}", "--config.train.batch_size=2", "--config.eval.batch_size=2",
+            "--config.train.max_steps=4", "--config.train.epochs=2", "--config.model.embed_size=8",
+            f"--config.model.embeddings_from={root / 'lm'}", *extra]
+
+
+def test_frozen_classifier_keeps_the_language_models_vectors(lm_run, tmp_path, capsys):
+    assert cli.main(classifier_args(lm_run, tmp_path / "clf", "--config.model.freeze_embeddings=True")) == 0
+    assert "embedding: " in capsys.readouterr().out
+    lm, clf = load_run(lm_run / "lm"), load_classifier_run(tmp_path / "clf")
+    words = clf.tokenizer.symbols
+    assert "cast" in words and "was" in words  # language-model words absent from the labelled train split
+    table, vectors = np.asarray(clf.params["embedding"]), np.asarray(lm.params["embedding"])
+    for word in ("superb", "dull", "cast", "was"):
+        np.testing.assert_array_equal(table[clf.tokenizer.index[word]], vectors[lm.tokenizer.index[word]])
+    np.testing.assert_array_equal(table[1], vectors[lm.tokenizer.index["<unk>"]])
+    data = json.loads((tmp_path / "clf" / "metrics.jsonl").read_text().splitlines()[0])
+    assert data["pretrained_rows"] == len([w for w in words if w in lm.tokenizer.index]) + 1  # + <oov>
+
+    # Unfrozen, the same start moves with training.
+    assert cli.main(classifier_args(lm_run, tmp_path / "tuned")) == 0
+    tuned = load_classifier_run(tmp_path / "tuned")
+    row = tuned.tokenizer.index["superb"]
+    assert not np.array_equal(np.asarray(tuned.params["embedding"])[row], vectors[lm.tokenizer.index["superb"]])
+
+
+def test_unusable_sources_are_one_line_errors_before_anything_is_written(lm_run, tmp_path, capsys):
+    assert cli.main(classifier_args(lm_run, tmp_path / "wide", "--config.model.embed_size=16")) == 2
+    assert "8-wide embeddings but model.embed_size=16" in capsys.readouterr().err
+    assert cli.main(classifier_args(lm_run, tmp_path / "none", f"--config.model.embeddings_from={tmp_path}")) == 2
+    assert "is not a training run" in capsys.readouterr().err
+    assert not (tmp_path / "wide").exists() and not (tmp_path / "none").exists()
