@@ -5,7 +5,13 @@ masked so that padding never reaches the state, length-bucketed batches.
 Tuned on the valid split only; the test accuracy reported is that of the
 checkpoint with the best valid accuracy (see rnnlm/classify.py).
 
+The embedding starts from the word vectors of a WikiText-2 language model
+(rnnlm/pretrained.py; matched lower-cased, as SST-2 is), trained first;
+`:scratch` is the same model from a random embedding.
+
+    rnnlm train --config experiments/wikitext2_vectors.py --workdir runs/wikitext2_vectors   # once, ~40 min
     rnnlm train --config experiments/sst2_lstm.py --workdir runs/sst2_lstm
+    rnnlm train --config experiments/sst2_lstm.py:scratch --workdir runs/sst2_lstm_scratch
     rnnlm eval --workdir runs/sst2_lstm --split test --checkpoint best
     rnnlm predict --workdir runs/sst2_lstm "a gorgeous , witty , seductive movie ." "the plot is nothing but boilerplate ."
     rnnlm train --config experiments/sst2_lstm.py:tiny          # seconds
@@ -31,6 +37,9 @@ def get_config(arg=None):
     config.model.embed_size = 128
     config.model.hidden_size = 128
     config.model.num_layers = 1
+    if arg not in ("scratch", "tiny"):
+        config.model.embeddings_from = "runs/wikitext2_vectors"  # 128-wide, as embed_size
+        config.data.lowercase = True  # SST-2 is lower-cased: match the LM's words lower-cased too
     config.model.embed_dropout = 0.3  # tuned on valid (0.3: 80.7%, 0.5: 80.1%)
     config.model.dropout = 0.5
     config.train.optimizer = "adam"
@@ -43,6 +52,8 @@ def get_config(arg=None):
     config.train.keep_checkpoints = 1
     config.eval.batch_size = 128
     config.sample.length = 0
+    if arg == "scratch":
+        config.name += "_scratch"
     if arg == "tiny":
         config.name += "_tiny"
         config.model.update(embed_size=16, hidden_size=16)

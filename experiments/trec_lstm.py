@@ -6,7 +6,13 @@ whatever config.seed is) is held out as valid, and the model trains on the other
 Tuned on that valid split only; the test accuracy reported is that of the
 checkpoint with the best valid accuracy (see rnnlm/classify.py).
 
+The embedding starts from the word vectors of a WikiText-2 language model
+(rnnlm/pretrained.py), trained first; `:scratch` is the same model from a random
+embedding.
+
+    rnnlm train --config experiments/wikitext2_vectors.py --workdir runs/wikitext2_vectors   # once, ~40 min
     rnnlm train --config experiments/trec_lstm.py --workdir runs/trec_lstm
+    rnnlm train --config experiments/trec_lstm.py:scratch --workdir runs/trec_lstm_scratch
     rnnlm eval --workdir runs/trec_lstm --split test --checkpoint best
     rnnlm predict --workdir runs/trec_lstm "How far is the moon from the earth ?" "Who wrote Hamlet ?"
     rnnlm train --config experiments/trec_lstm.py:tiny          # seconds
@@ -35,6 +41,8 @@ def get_config(arg=None):
     config.model.embed_size = 128
     config.model.hidden_size = 128
     config.model.num_layers = 1
+    if arg not in ("scratch", "tiny"):
+        config.model.embeddings_from = "runs/wikitext2_vectors"  # 128-wide, as embed_size
     config.model.embed_dropout = 0.5
     config.model.dropout = 0.5
     config.train.optimizer = "adam"
@@ -47,6 +55,8 @@ def get_config(arg=None):
     config.train.keep_checkpoints = 1
     config.eval.batch_size = 100
     config.sample.length = 0
+    if arg == "scratch":
+        config.name += "_scratch"
     if arg == "tiny":
         config.name += "_tiny"
         config.model.update(embed_size=16, hidden_size=16)

@@ -31,14 +31,19 @@ from rnnlm.errors import UserError
 
 
 def language_model_vectors(workdir, embed_size: int) -> tuple[list[str], np.ndarray]:
-    """(words, [V, E] embedding) of a word-level language-model run (its best checkpoint, else the latest)."""
-    from rnnlm.checkpoint import Checkpoints
+    """(words, [V, E] embedding) of a word-level language-model run's latest checkpoint.
+
+    The latest, not the best-on-valid one: a run's last valid and test lines score its final state, and a run
+    stopped by time_budget_minutes saves its last (usually best-trained) state without a valid score.
+    """
     from rnnlm.inference import load_run
     from rnnlm.workdir import existing_run
-    checkpoints = Checkpoints(existing_run(workdir), read_only=True)
-    best = checkpoints.best_step()  # runs that never scored valid have none
-    checkpoints.close()
-    run = load_run(workdir, "best" if best is not None else "latest")
+    try:
+        existing_run(workdir)
+    except UserError as e:
+        raise UserError(f"model.embeddings_from: {e}; train it first, e.g. rnnlm train --config "
+                        f"experiments/wikitext2_vectors.py --workdir {workdir}") from None
+    run = load_run(workdir, "latest")
     if run.task != "lm" or run.tokenizer.kind != "word":
         kind = "a classifier" if run.task != "lm" else f"a {run.tokenizer.kind}-level language model"
         raise UserError(f"model.embeddings_from: {workdir} is {kind}; it must be a word-level language model run")

@@ -94,5 +94,6 @@ def test_unusable_sources_are_one_line_errors_before_anything_is_written(lm_run,
     assert cli.main(classifier_args(lm_run, tmp_path / "wide", "--config.model.embed_size=16")) == 2
     assert "8-wide embeddings but model.embed_size=16" in capsys.readouterr().err
     assert cli.main(classifier_args(lm_run, tmp_path / "none", f"--config.model.embeddings_from={tmp_path}")) == 2
-    assert "is not a training run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "is not a training run" in err and "experiments/wikitext2_vectors.py" in err
     assert not (tmp_path / "wide").exists() and not (tmp_path / "none").exists()

@@ -22,7 +22,7 @@ from rnnlm import sweep
 
 
 def get_config(arg=None):
-    config = sst2_config("tiny" if arg == "tiny" else None)
+    config = sst2_config("tiny" if arg == "tiny" else "scratch")  # the article's model: no pretrained vectors
     config.name = "ablation_masking" + ("_tiny" if arg == "tiny" else "")
     config.data.bucket_by_length = False  # Keras's fixed maxlen: every batch is all the padding
     config.model.bidirectional = False
