@@ -113,3 +113,32 @@ def test_changed_model_shape_is_refused_and_run_left_intact(tmp_path, capsys):
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "rnnlm", "corpora"], capture_output=True, text=True, check=True).stdout
     assert "ptb" in out and "tinyshakespeare" in out and "default" in out
+
+
+def test_chunked_eval_step_equals_the_whole_window_loss(monkeypatch):
+    """The evaluator's decoder + loss in time chunks (padded, zero weights) = one pass over all logits."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from rnnlm import train as train_lib
+    from rnnlm.models import LanguageModel
+
+    model = LanguageModel(vocab_size=11, embed_size=6, hidden_size=8, num_layers=2, cell="lstm")
+    params = model.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 1), jnp.int32), model.initial_carry(1))["params"]
+    rng = np.random.default_rng(0)
+    tokens, targets = (jnp.asarray(rng.integers(0, 11, (3, 7)), jnp.int32) for _ in range(2))
+    weights = jnp.asarray(rng.random((3, 7)) > 0.3, jnp.float32)
+    logits, want_carry = model.apply({"params": params}, tokens, model.initial_carry(3))
+    want = (optax.softmax_cross_entropy_with_integer_labels(logits, targets) * weights).sum()
+    batch = {"tokens": tokens, "targets": targets, "weights": weights}
+    for chunk_logits in (3 * 11 * 2, 3 * 11 * 3, 10**6):  # 2 or 3 steps a chunk (7 steps: padded), or all 7
+        monkeypatch.setattr(train_lib, "EVAL_CHUNK_LOGITS", chunk_logits)
+        carry, nll, count = jax.jit(functools.partial(train_lib.eval_step, model=model))(
+            params, model.initial_carry(3), batch)
+        np.testing.assert_allclose(float(nll), float(want), rtol=1e-5)
+        assert float(count) == float(weights.sum())
+        for got, expected in zip(jax.tree_util.tree_leaves(carry), jax.tree_util.tree_leaves(want_carry)):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
