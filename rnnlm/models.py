@@ -76,10 +76,14 @@ class LanguageModel(nn.Module):
             ys = matmul(ys, self._cast(self.projection))
         return ys, carry
 
+    def decoder_weights(self):
+        """(weight [F, V] in the matmul dtype, bias [V]): logits = features @ weight + bias."""
+        return self._cast(self.embedding.T if self.tie_weights else self.decoder), self.decoder_bias
+
     def decode(self, features):
         """features [..., F] -> logits [..., V] (float32)."""
-        weight = self.embedding.T if self.tie_weights else self.decoder
-        return matmul(features, self._cast(weight)) + self.decoder_bias
+        weight, bias = self.decoder_weights()
+        return matmul(features, weight) + bias
 
     def _cast(self, matrix):
         # Cast once per step, outside the scan; parameters and their gradients stay float32.

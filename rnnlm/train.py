@@ -18,11 +18,10 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import tqdm
 from jax.experimental import multihost_utils
 
-from rnnlm import optim, sharding
+from rnnlm import decoder_loss, optim, sharding
 from rnnlm.checkpoint import Checkpoints
 from rnnlm.config import validate
 from rnnlm.data.batching import make_streams
@@ -57,10 +56,6 @@ def create_train_state(model, tx, seed: int, mesh) -> TrainState:
     return jax.jit(init, out_shardings=sharding.replicated(mesh))()
 
 
-def token_nll(logits, targets):
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
-
-
 def train_step(state: TrainState, carry, batch, *, model, tx, loss: str, skip_nonfinite: bool = False):
     """One optimizer step on a [B, T] window; returns the carry for the next window.
 
@@ -72,9 +67,9 @@ def train_step(state: TrainState, carry, batch, *, model, tx, loss: str, skip_no
     weights = batch["weights"]
 
     def loss_fn(params):
-        logits, new_carry = model.apply({"params": params}, batch["tokens"], carry, train=True,
-                                        rngs={"dropout": dropout_rng})
-        nll_sum = (token_nll(logits, batch["targets"]) * weights).sum()
+        features, new_carry = model.apply({"params": params}, batch["tokens"], carry, train=True,
+                                          rngs={"dropout": dropout_rng}, method=model.features)
+        nll_sum = decoder_loss.window_nll(model, params, features, batch["targets"], weights, train=True)
         count = weights.sum()
         # time_sum: sum over time, mean over streams, the scale Zaremba et al.'s lr = 1 expects.
         denominator = weights.shape[0] if loss == "time_sum" else jnp.maximum(count, 1.0)
@@ -116,37 +111,11 @@ def jit_train_step(model, tx, loss: str, mesh, skip_nonfinite: bool = False):
                    donate_argnums=(0, 1))
 
 
-EVAL_CHUNK_LOGITS = 256 * 10_000  # logits made and reduced at once when scoring (10 MB of float32)
-
-
 def eval_step(params, carry, batch, *, model):
-    """(carry, summed NLL, token count) of one [B, T] window.
-
-    The decoder and the loss run over a few time steps at a time (about
-    EVAL_CHUNK_LOGITS logits: 256 tokens at a 10,000-word vocabulary), so each
-    chunk's logits are reduced while still in cache instead of a [B*T, V] array
-    making several trips through memory; with no backward pass nothing has to
-    keep them. Chunks split time, not the batch, so a batch sharded across
-    devices stays so. (ptb_small shapes: 135 -> 106 ms a window.)
-    """
+    """(carry, summed NLL, token count) of one [B, T] window (decoder and loss in chunks: rnnlm/decoder_loss.py)."""
     features, carry = model.apply({"params": params}, batch["tokens"], carry, method=model.features)
-    batch_size, steps = batch["tokens"].shape
-    per_chunk = max(1, min(steps, EVAL_CHUNK_LOGITS // (batch_size * model.vocab_size)))
-    pad = -steps % per_chunk
-
-    def time_chunks(x):  # [B, T, ...] -> [T/c, c, B, ...], padded with zero-weight steps
-        x = jnp.swapaxes(x, 0, 1)
-        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
-        return x.reshape((-1, per_chunk) + x.shape[1:])
-
-    def chunk_nll(chunk):
-        f, targets, weights = chunk
-        logits = model.apply({"params": params}, f, method=model.decode)
-        return (token_nll(logits, targets) * weights).sum()
-
     weights = batch["weights"]
-    nll = jax.lax.map(chunk_nll, (time_chunks(features), time_chunks(batch["targets"]), time_chunks(weights)))
-    return carry, nll.sum(), weights.sum()
+    return carry, decoder_loss.window_nll(model, params, features, batch["targets"], weights, train=False), weights.sum()
 
 
 def summarize(nll_sum: float, tokens: float, char_level: bool) -> dict:
@@ -367,7 +336,6 @@ def train_and_evaluate(config, workdir) -> dict:
             log.write({"step": step, "epoch": epoch + window / steps_per_epoch, "split": "valid", **valid})
         results = {"step": step, "valid": valid, "test": scored("test")}
         log.write({"step": step, "epoch": epoch, "split": "test", **results["test"]})
-        test = results["test"]
         for split in ("valid", "test"):
             m = results[split]
             say(f"{split}: loss {m['loss']:.4f}, perplexity {m['perplexity']:.2f}; per word: perplexity "

@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import rnnlm.train as train_lib
+from rnnlm import decoder_loss
 from rnnlm.config import base_config
 from rnnlm.data.batching import make_streams
 from rnnlm.errors import UserError
@@ -118,13 +119,14 @@ def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(t
     corpus = tmp_path / "poisoned.txt"
     corpus.write_text(text)
     config = tiny_config(corpus)
-    original = train_lib.token_nll
+    original = decoder_loss.window_nll
     poison_id = {}
 
-    def poisoned_nll(logits, targets):
-        return jnp.where(targets == poison_id["id"], jnp.nan, original(logits, targets))
+    def poisoned_nll(model, params, features, targets, weights, **kwargs):
+        poisoned = (targets == poison_id["id"]).any()
+        return jnp.where(poisoned, jnp.nan, original(model, params, features, targets, weights, **kwargs))
 
-    monkeypatch.setattr(train_lib, "token_nll", poisoned_nll)
+    monkeypatch.setattr(decoder_loss, "window_nll", poisoned_nll)
     # The '#' id depends on the fitted vocabulary; the step on the stream layout.
     from rnnlm.workdir import prepare_data
     tok, ids = prepare_data(config, tmp_path / "run")

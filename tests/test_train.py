@@ -6,10 +6,16 @@ import math
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+import pytest
 
 from rnnlm import cli
 from rnnlm.config import base_config
+from rnnlm.decoder_loss import window_nll
+from rnnlm.models import LanguageModel
 from rnnlm.optim import LearningRateController
 from rnnlm.train import train_and_evaluate
 
@@ -115,30 +121,27 @@ def test_python_dash_m_entry_point():
     assert "ptb" in out and "tinyshakespeare" in out and "default" in out
 
 
-def test_chunked_eval_step_equals_the_whole_window_loss(monkeypatch):
-    """The evaluator's decoder + loss in time chunks (padded, zero weights) = one pass over all logits."""
-    import functools
-
-    import jax
-    import jax.numpy as jnp
-    import optax
-
-    from rnnlm import train as train_lib
-    from rnnlm.models import LanguageModel
-
-    model = LanguageModel(vocab_size=11, embed_size=6, hidden_size=8, num_layers=2, cell="lstm")
+@pytest.mark.parametrize("tie", [False, True])
+def test_chunked_losses_equal_one_pass_over_all_logits(tie):
+    """rnnlm/decoder_loss.py: eval (lax.map) and train (fused VJP) in time chunks, padded with zero weights,
+    give the loss and gradients of optax's cross-entropy over the whole window's logits."""
+    model = LanguageModel(vocab_size=11, embed_size=8, hidden_size=8 if tie else 6, num_layers=1, cell="lstm",
+                          tie_weights=tie)
     params = model.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 1), jnp.int32), model.initial_carry(1))["params"]
     rng = np.random.default_rng(0)
-    tokens, targets = (jnp.asarray(rng.integers(0, 11, (3, 7)), jnp.int32) for _ in range(2))
+    features = jnp.asarray(rng.normal(size=(3, 7, model.hidden_size)), jnp.float32)
+    targets = jnp.asarray(rng.integers(0, 11, (3, 7)), jnp.int32)
     weights = jnp.asarray(rng.random((3, 7)) > 0.3, jnp.float32)
-    logits, want_carry = model.apply({"params": params}, tokens, model.initial_carry(3))
-    want = (optax.softmax_cross_entropy_with_integer_labels(logits, targets) * weights).sum()
-    batch = {"tokens": tokens, "targets": targets, "weights": weights}
-    for chunk_logits in (3 * 11 * 2, 3 * 11 * 3, 10**6):  # 2 or 3 steps a chunk (7 steps: padded), or all 7
-        monkeypatch.setattr(train_lib, "EVAL_CHUNK_LOGITS", chunk_logits)
-        carry, nll, count = jax.jit(functools.partial(train_lib.eval_step, model=model))(
-            params, model.initial_carry(3), batch)
-        np.testing.assert_allclose(float(nll), float(want), rtol=1e-5)
-        assert float(count) == float(weights.sum())
-        for got, expected in zip(jax.tree_util.tree_leaves(carry), jax.tree_util.tree_leaves(want_carry)):
-            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+    def reference(params, features):
+        logits = model.apply({"params": params}, features, method=model.decode)
+        return (optax.softmax_cross_entropy_with_integer_labels(logits, targets) * weights).sum()
+    want, want_grads = jax.value_and_grad(reference, argnums=(0, 1))(params, features)
+    for chunk_logits in (3 * 11 * 2, 3 * 11 * 3, 10**6):  # 4 chunks of 2 steps, 3 of 3 (7 steps: padded), or 1
+        for train in (False, True):
+            def chunked(params, features):
+                return window_nll(model, params, features, targets, weights, train=train, chunk_logits=chunk_logits)
+            got, grads = jax.jit(jax.value_and_grad(chunked, argnums=(0, 1)))(params, features)
+            np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
+            for g, w in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(want_grads)):
+                np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
