@@ -31,13 +31,13 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import tqdm
 
 from rnnlm import optim, pretrained, sharding
 from rnnlm.checkpoint import Checkpoints
 from rnnlm.config import load_config, validate
 from rnnlm.data import classification as data_lib
+from rnnlm.decoder_loss import token_nll
 from rnnlm.errors import UserError
 from rnnlm.models import classifier_from_config, count_params
 from rnnlm.preemption import PreemptionWatch
@@ -96,10 +96,6 @@ def batches(split: data_lib.EncodedSplit, data_config, maxlen: int, batch_size: 
 
 # --- steps ---------------------------------------------------------------------------
 
-def example_nll(logits, labels):
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
-
-
 def train_step(state: TrainState, batch, *, model, tx, use_mask: bool, skip_nonfinite: bool = False):
     """One optimizer step on a [B, T] batch: mean cross-entropy over the weighted examples."""
     dropout_rng = jax.random.fold_in(state.rng, state.step)
@@ -108,7 +104,7 @@ def train_step(state: TrainState, batch, *, model, tx, use_mask: bool, skip_nonf
 
     def loss_fn(params):
         logits = model.apply({"params": params}, batch["tokens"], mask, train=True, rngs={"dropout": dropout_rng})
-        nll_sum = (example_nll(logits, batch["labels"]) * weights).sum()
+        nll_sum = (token_nll(logits, batch["labels"]) * weights).sum()
         return nll_sum / jnp.maximum(weights.sum(), 1.0), (logits, nll_sum)
 
     (_, (logits, nll_sum)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -37,13 +37,11 @@ def language_model_vectors(workdir, embed_size: int) -> tuple[list[str], np.ndar
     stopped by time_budget_minutes saves its last (usually best-trained) state without a valid score.
     """
     from rnnlm.inference import load_run
-    from rnnlm.workdir import existing_run
     try:
-        existing_run(workdir)
-    except UserError as e:
+        run = load_run(workdir, "latest")
+    except UserError as e:  # not a run, or one without a checkpoint yet
         raise UserError(f"model.embeddings_from: {e}; train it first, e.g. rnnlm train --config "
                         f"experiments/wikitext2_vectors.py --workdir {workdir}") from None
-    run = load_run(workdir, "latest")
     if run.task != "lm" or run.tokenizer.kind != "word":
         kind = "a classifier" if run.task != "lm" else f"a {run.tokenizer.kind}-level language model"
         raise UserError(f"model.embeddings_from: {workdir} is {kind}; it must be a word-level language model run")
