@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--configs", type=_names, default=list(shapes.CONFIGS), help=", ".join(shapes.CONFIGS))
     parser.add_argument("--cells", type=_names, default=list(shapes.GATES), help="lstm,gru")
     parser.add_argument("--impls", type=_names, default=None,
-                        help="rnnlm,torch,flax (torch only where importable); memory figure default rnnlm,torch")
+                        help="rnnlm,torch,flax,rnnlm_cudnn (torch only where importable, rnnlm_cudnn on a GPU, "
+                             "by default wherever it can run); memory figure default rnnlm,torch")
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions; medians over these")
     parser.add_argument("--steps", type=int, default=20, help="train and eval steps per repetition")
     parser.add_argument("--sample-length", type=int, default=100, help="tokens sampled per repetition and batch")
@@ -73,7 +74,7 @@ def _select_impls(requested: list[str] | None, default: list[str]) -> list[str]:
                         f"choose from {', '.join(impls.IMPLEMENTATIONS)}")
     missing = [n for n in names if not impls.available(n)]
     if missing:
-        print(f"bench: skipping {', '.join(missing)}: not importable here", file=sys.stderr)
+        print(f"bench: skipping {', '.join(missing)}: not available here (torch not importable; rnnlm_cudnn needs a GPU)", file=sys.stderr)
     names = [n for n in names if impls.available(n)]
     if not names:
         raise UserError("no implementation left to run")
@@ -86,6 +87,15 @@ def apply_torch_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def match_gpu_precision() -> None:
+    """On a GPU, JAX's float32 matmuls default to TF32 (as cuDNN's RNNs do in PyTorch); PyTorch's cuBLAS
+    matmuls default to full float32. Let PyTorch's decoder use TF32 too, so both run the same arithmetic."""
+    if impls.available("torch"):
+        import torch
+        if torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = True
+
+
 def environment() -> dict:
     import flax
     import jax
@@ -95,15 +105,22 @@ def environment() -> dict:
            "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
            "device": str(jax.devices()[0].device_kind), "jax_backend": jax.default_backend(),
            "time": datetime.datetime.now().isoformat(timespec="seconds")}
+    env["jax_default_matmul_precision"] = str(jax.config.jax_default_matmul_precision)
     if impls.available("torch"):
         import torch
         env.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
+        if torch.cuda.is_available():
+            env.update(torch_device=torch.cuda.get_device_name(), torch_cuda=torch.version.cuda,
+                       torch_cudnn=torch.backends.cudnn.version(),
+                       torch_matmul_tf32=torch.backends.cuda.matmul.allow_tf32,
+                       torch_cudnn_tf32=torch.backends.cudnn.allow_tf32)
     return env
 
 
 def bench_one(shape: shapes.Shape, cell: str, names: list[str], args) -> list[dict]:
     """Every implementation on one config and cell: warm-up, then interleaved timed repetitions."""
     benches, rows = {}, {}
+    names = [name for name in names if impls.runs_cell(name, cell)]
     for name in names:
         print(f"bench: {shape.name} {cell} {name}: building, compiling", file=sys.stderr)
         bench = benches[name] = impls.load(name)(shape, cell, args.dropout)
@@ -179,6 +196,7 @@ def run(args) -> dict:
     if args.seq_lens is None:
         args.seq_lens = list(TINY_SEQ_LENS if args.tiny else DEFAULT_SEQ_LENS)
     apply_torch_threads(args.torch_threads)
+    match_gpu_precision()
     doc = {"environment": environment(), "settings": {k: v for k, v in vars(args).items() if k != "func"},
            "results": [], "memory_figure": []}
     if args.memory_figure:
