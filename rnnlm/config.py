@@ -53,7 +53,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.init_scale = 0.0  # U(-s, s) init for all weights; 0 = per-part defaults (1/sqrt(H) for cells)
     c.model.unroll = 1  # lax.scan unroll factor (speed only)
     c.model.matmul_dtype = "float32"  # "bfloat16": bf16 matmuls, float32 accumulation and state (speed; ~2x on AVX512-BF16 CPUs)
-    c.model.recurrence = "scan"  # scan | cudnn (one cuDNN call per LSTM layer, GPU only) | auto (cudnn on a GPU where it applies)
     c.model.num_classes = 0  # classify: output classes; 0 = the number of labels in train
     c.model.bidirectional = False  # classify: each layer also reads the sequence backwards; features concatenated
     c.model.pooling = "last"  # classify: sequence feature: "last" state | "mean" | "max" over the valid steps

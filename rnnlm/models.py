@@ -11,9 +11,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from rnnlm import cudnn
 from rnnlm.cells import get_cell, matmul
-from rnnlm.errors import UserError
 from rnnlm.recurrence import dropout, initial_carry, run_stack, scan_layer
 
 
@@ -41,7 +39,6 @@ class LanguageModel(nn.Module):
     init_scale: float = 0.0  # U(-s, s) for every weight; 0 = each part's default
     unroll: int = 1  # lax.scan unroll factor
     matmul_dtype: str = "float32"  # "bfloat16": matmuls in bfloat16 with float32 accumulation
-    recurrence: str = "scan"  # "cudnn": each LSTM layer in one cuDNN call (GPU); "auto": cudnn where it applies
 
     def setup(self):
         cell = get_cell(self.cell)
@@ -70,23 +67,14 @@ class LanguageModel(nn.Module):
         xs = jnp.take(self.embedding, tokens.T, axis=0)  # [T, B, E]: transpose ids, not activations
         if rng is not None:
             xs = dropout(jax.random.fold_in(rng, 0), self.embed_dropout, xs)
-        layer_fn = cudnn.lstm_layer if self._uses_cudnn(tokens.shape[1]) else None
         carry, ys = run_stack(get_cell(self.cell), [self._cast_matrices(p) for p in self.layers], carry, xs,
-                              dropout_rate=self.dropout, rng=rng, unroll=self.unroll, layer_fn=layer_fn)
+                              dropout_rate=self.dropout, rng=rng, unroll=self.unroll)
         if rng is not None:
             ys = dropout(jax.random.fold_in(rng, self.num_layers), self.dropout, ys)
         ys = jnp.swapaxes(ys, 0, 1)
         if self.tie_weights and self.hidden_size != self.embed_size:
             ys = matmul(ys, self._cast(self.projection))
         return ys, carry
-
-    def _uses_cudnn(self, seq_len: int) -> bool:
-        # One token at a time (sampling) is one step either way: the scan's step needs no cuDNN call.
-        if self.recurrence == "scan" or seq_len == 1:
-            return False
-        if self.recurrence == "cudnn":
-            return True
-        return cudnn.available() and self.cell == "lstm" and self.matmul_dtype == "float32"
 
     def decoder_weights(self):
         """(weight [F, V] in the matmul dtype, bias [V]): logits = features @ weight + bias."""
@@ -109,25 +97,8 @@ class LanguageModel(nn.Module):
         return self.decode(features), carry
 
 
-def check_recurrence(model_config) -> None:
-    """model.recurrence: a one-line error for a request that cannot run here."""
-    choice = model_config.recurrence
-    if choice not in ("auto", "scan", "cudnn"):
-        raise UserError(f"model.recurrence must be auto, scan or cudnn, got {choice!r}")
-    if choice != "cudnn":
-        return
-    if model_config.cell != "lstm":
-        raise UserError(f"model.recurrence='cudnn' runs LSTMs only (cuDNN's fused LSTM); model.cell is {model_config.cell!r}")
-    if model_config.matmul_dtype != "float32":
-        raise UserError("model.recurrence='cudnn' needs model.matmul_dtype='float32' (jax.experimental.rnn has no bfloat16 LSTM)")
-    if not cudnn.available():
-        raise UserError(f"model.recurrence='cudnn' needs a GPU; JAX's backend here is {jax.default_backend()!r} "
-                        "(use 'auto' to take cuDNN only where there is one)")
-
-
 def language_model_from_config(model_config, vocab_size: int) -> LanguageModel:
     get_cell(model_config.cell)  # fail early, with the list of names, on a typo
-    check_recurrence(model_config)
     return LanguageModel(
         vocab_size=vocab_size,
         embed_size=model_config.embed_size,
@@ -140,7 +111,6 @@ def language_model_from_config(model_config, vocab_size: int) -> LanguageModel:
         init_scale=model_config.init_scale,
         unroll=model_config.unroll,
         matmul_dtype=model_config.matmul_dtype,
-        recurrence=model_config.recurrence,
     )
 
 
@@ -242,8 +212,6 @@ class Classifier(nn.Module):
 
 def classifier_from_config(model_config, vocab_size: int, num_classes: int) -> Classifier:
     get_cell(model_config.cell)
-    if model_config.recurrence == "cudnn":
-        raise UserError("model.recurrence='cudnn' is for language models; the classifier's masked layers run on lax.scan")
     return Classifier(
         vocab_size=vocab_size,
         num_classes=num_classes,

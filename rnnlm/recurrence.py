@@ -123,14 +123,12 @@ def dropout(rng, rate: float, x):
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
-def run_stack(cell: Cell, layers, carries, xs, mask=None, *, dropout_rate=0.0, rng=None, unroll=1, layer_fn=None):
+def run_stack(cell: Cell, layers, carries, xs, mask=None, *, dropout_rate=0.0, rng=None, unroll=1):
     """Stacked layers, dropout on the input of every layer above the first (Zaremba et al. 2014).
 
     Args:
       layers: a sequence of per-layer parameter dicts.
       carries: a tuple with one carry per layer.
-      layer_fn: runs one unmasked layer instead of `scan_layer`, as (params, carry, xs)
-        -> (carry, ys) (`rnnlm.cudnn.lstm_layer`).
     Returns:
       (tuple of final carries, ys [T, B, H] of the top layer).
     """
@@ -138,10 +136,7 @@ def run_stack(cell: Cell, layers, carries, xs, mask=None, *, dropout_rate=0.0, r
     for depth, (params, carry) in enumerate(zip(layers, carries)):
         if depth > 0 and rng is not None:
             xs = dropout(jax.random.fold_in(rng, depth), dropout_rate, xs)
-        if layer_fn is None:
-            carry, xs = scan_layer(cell, params, carry, xs, mask, unroll=unroll)
-        else:
-            carry, xs = layer_fn(params, carry, xs)
+        carry, xs = scan_layer(cell, params, carry, xs, mask, unroll=unroll)
         new_carries.append(carry)
     return tuple(new_carries), xs
 

@@ -31,8 +31,6 @@ from rnnlm.errors import UserError
 
 # Fields whose change makes an existing checkpoint meaningless or unloadable.
 FROZEN_PREFIXES = ("task", "data.", "model.", "train.batch_size", "train.bptt", "train.optimizer", "train.loss")
-# Speed-only model fields: the same parameters and function, so a run may resume under another (a GPU run on a CPU).
-RESUMABLE = ("model.unroll", "model.recurrence")
 
 
 def _flatten(tree, prefix=""):
@@ -60,7 +58,7 @@ def reconcile_config(config, workdir: pathlib.Path, write: bool = True) -> None:
     saved = dict(_flatten(load_config(path).to_dict()))
     current = dict(_flatten(config.to_dict()))
     changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
-    frozen = [k for k in changed if k.startswith(FROZEN_PREFIXES) and k not in RESUMABLE]
+    frozen = [k for k in changed if k.startswith(FROZEN_PREFIXES)]
     if frozen:
         key = frozen[0]
         raise UserError(f"{workdir} holds a run with {key}={saved.get(key)!r}, but the config says "

@@ -39,13 +39,10 @@ def train_config():
 class RnnlmBench:
     name = "rnnlm"
 
-    recurrence = "scan"
-
     def __init__(self, shape: shapes.Shape, cell: str, dropout: float = 0.0, seed: int = 0, num_devices: int = 0):
         self.shape = shape
         self.model = LanguageModel(vocab_size=shape.vocab, embed_size=shape.embed, hidden_size=shape.hidden,
-                                   num_layers=shape.layers, cell=cell, dropout=dropout, embed_dropout=dropout,
-                                   recurrence=self.recurrence)
+                                   num_layers=shape.layers, cell=cell, dropout=dropout, embed_dropout=dropout)
         c = train_config()
         tx = optim.make_optimizer(c, total_steps=1)
         self.mesh = sharding.make_mesh(num_devices)
@@ -78,9 +75,3 @@ class RnnlmBench:
         tokens = generate(self.model, self.state.params, prompt, key, jnp.float32(TEMPERATURE), jnp.float32(1.0),
                           length=length, top_k=0)
         jax.block_until_ready(tokens)
-
-
-class RnnlmCudnnBench(RnnlmBench):
-    """The same code path with `model.recurrence="cudnn"`: each LSTM layer one cuDNN call (GPU only)."""
-    name = "rnnlm_cudnn"
-    recurrence = "cudnn"
