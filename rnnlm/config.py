@@ -51,7 +51,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.embed_dropout = 0.0  # dropout rate on the embeddings
     c.model.tie_weights = False  # share embedding and softmax weights
     c.model.init_scale = 0.0  # U(-s, s) init for all weights; 0 = per-part defaults (1/sqrt(H) for cells)
-    c.model.unroll = 1  # lax.scan unroll factor (speed only)
+    c.model.unroll = 1  # lax.scan unroll factor of training (speed only)
+    c.model.eval_unroll = 2  # lax.scan unroll factor of evaluation and other forward-only passes (speed only)
     c.model.matmul_dtype = "float32"  # "bfloat16": bf16 matmuls, float32 accumulation and state (speed; ~2x on AVX512-BF16 CPUs)
     c.model.num_classes = 0  # classify: output classes; 0 = the number of labels in train
     c.model.bidirectional = False  # classify: each layer also reads the sequence backwards; features concatenated
@@ -161,7 +162,7 @@ def validate(config) -> None:
         raise UserError(f"model.matmul_dtype must be float32 or bfloat16, got {config.model.matmul_dtype!r}")
     if config.train.loss not in ("token_mean", "time_sum"):
         raise UserError(f"unknown train.loss {config.train.loss!r}; choose token_mean or time_sum")
-    positive = ["model.embed_size", "model.hidden_size", "model.num_layers", "model.unroll",
+    positive = ["model.embed_size", "model.hidden_size", "model.num_layers", "model.unroll", "model.eval_unroll",
                 "train.batch_size", "train.bptt", "train.epochs", "train.log_every",
                 "train.learning_rate", "eval.batch_size"]
     for field in positive:

@@ -37,7 +37,8 @@ class LanguageModel(nn.Module):
     embed_dropout: float = 0.0  # on the embedding output
     tie_weights: bool = False  # softmax weights = embedding matrix (Press & Wolf 2017)
     init_scale: float = 0.0  # U(-s, s) for every weight; 0 = each part's default
-    unroll: int = 1  # lax.scan unroll factor
+    unroll: int = 1  # lax.scan unroll factor of training's forward and backward passes
+    eval_unroll: int = 2  # lax.scan unroll factor of forward-only passes (evaluation, scoring, prompts)
     matmul_dtype: str = "float32"  # "bfloat16": matmuls in bfloat16 with float32 accumulation
 
     def setup(self):
@@ -67,8 +68,10 @@ class LanguageModel(nn.Module):
         xs = jnp.take(self.embedding, tokens.T, axis=0)  # [T, B, E]: transpose ids, not activations
         if rng is not None:
             xs = dropout(jax.random.fold_in(rng, 0), self.embed_dropout, xs)
+        # Unrolling halves a forward-only loop's per-step overhead (ptb_small eval +10-15%) but slowed
+        # training's backward pass, so the two passes have their own factors.
         carry, ys = run_stack(get_cell(self.cell), [self._cast_matrices(p) for p in self.layers], carry, xs,
-                              dropout_rate=self.dropout, rng=rng, unroll=self.unroll)
+                              dropout_rate=self.dropout, rng=rng, unroll=self.unroll if train else self.eval_unroll)
         if rng is not None:
             ys = dropout(jax.random.fold_in(rng, self.num_layers), self.dropout, ys)
         ys = jnp.swapaxes(ys, 0, 1)
@@ -110,6 +113,7 @@ def language_model_from_config(model_config, vocab_size: int) -> LanguageModel:
         tie_weights=model_config.tie_weights,
         init_scale=model_config.init_scale,
         unroll=model_config.unroll,
+        eval_unroll=model_config.eval_unroll,
         matmul_dtype=model_config.matmul_dtype,
     )
 

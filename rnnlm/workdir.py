@@ -31,6 +31,7 @@ from rnnlm.errors import UserError
 
 # Fields whose change makes an existing checkpoint meaningless or unloadable.
 FROZEN_PREFIXES = ("task", "data.", "model.", "train.batch_size", "train.bptt", "train.optimizer", "train.loss")
+SPEED_ONLY = ("model.unroll", "model.eval_unroll")  # model fields a resumed run may change: same function, same parameters
 
 
 def _flatten(tree, prefix=""):
@@ -58,7 +59,7 @@ def reconcile_config(config, workdir: pathlib.Path, write: bool = True) -> None:
     saved = dict(_flatten(load_config(path).to_dict()))
     current = dict(_flatten(config.to_dict()))
     changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
-    frozen = [k for k in changed if k.startswith(FROZEN_PREFIXES)]
+    frozen = [k for k in changed if k.startswith(FROZEN_PREFIXES) and k not in SPEED_ONLY]
     if frozen:
         key = frozen[0]
         raise UserError(f"{workdir} holds a run with {key}={saved.get(key)!r}, but the config says "

@@ -43,6 +43,42 @@ def test_dropout_only_when_training(model_and_params):
     assert not np.allclose(train_a, eval_a)
 
 
+def test_unroll_factors_change_neither_outputs_nor_gradients(model_and_params):
+    """eval_unroll=3 over T=8 leaves a remainder step; training's unroll applies to forward and backward."""
+    model, params = model_and_params
+    tokens = jax.random.randint(jax.random.PRNGKey(3), (B, T), 0, V)
+    carry = model.initial_carry(B)
+    rolled, unrolled = model.clone(eval_unroll=1, unroll=1), model.clone(eval_unroll=3, unroll=3)
+    np.testing.assert_allclose(unrolled.apply({"params": params}, tokens, carry)[0],
+                               rolled.apply({"params": params}, tokens, carry)[0], rtol=1e-6, atol=1e-7)
+
+    def grads(m):
+        def loss(p):
+            logits, _ = m.apply({"params": p}, tokens, carry, train=True, rngs={"dropout": jax.random.PRNGKey(4)})
+            return jnp.sum(jax.nn.log_softmax(logits)[..., 0])
+        return jax.grad(loss)(params)
+    for a, b in zip(jax.tree_util.tree_leaves(grads(unrolled)), jax.tree_util.tree_leaves(grads(rolled))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    def scan_unrolls(train):  # which factor each pass hands to lax.scan
+        m = model.clone(eval_unroll=3, unroll=2)
+        jaxpr = jax.make_jaxpr(lambda p: m.apply({"params": p}, tokens, carry, train=train,
+                                                 rngs={"dropout": jax.random.PRNGKey(4)}))(params)
+        return {str(e.params["unroll"]) for e in _equations(jaxpr.jaxpr) if e.primitive.name == "scan"}
+    assert scan_unrolls(train=False) == {"3"}
+    assert scan_unrolls(train=True) == {"2"}
+
+
+def _equations(jaxpr):
+    """Every equation, also inside the jaxprs that jit, custom_vjp and scan carry as parameters."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            inner = getattr(value, "jaxpr", None)
+            if inner is not None:
+                yield from _equations(getattr(inner, "jaxpr", inner))
+
+
 @pytest.mark.parametrize("embed,hidden", [(6, 6), (4, 6)])
 def test_tied_weights_share_the_embedding(embed, hidden):
     model = LanguageModel(vocab_size=V, embed_size=embed, hidden_size=hidden, num_layers=1, tie_weights=True)

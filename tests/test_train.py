@@ -15,6 +15,7 @@ import pytest
 from rnnlm import cli
 from rnnlm.config import base_config
 from rnnlm.decoder_loss import window_nll
+from rnnlm.errors import UserError
 from rnnlm.models import LanguageModel
 from rnnlm.optim import LearningRateController
 from rnnlm.train import train_and_evaluate
@@ -145,3 +146,16 @@ def test_chunked_losses_equal_one_pass_over_all_logits(tie):
             np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
             for g, w in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(want_grads)):
                 np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_a_resumed_run_may_change_unrolling_but_not_the_model(tmp_path):
+    from rnnlm.workdir import reconcile_config
+
+    config = base_config()
+    reconcile_config(config, tmp_path)
+    config.model.unroll, config.model.eval_unroll = 2, 4
+    reconcile_config(config, tmp_path)  # speed only: allowed, and the new values written
+    assert '"eval_unroll": 4' in (tmp_path / "config.json").read_text()
+    config.model.hidden_size += 1
+    with pytest.raises(UserError, match="model.hidden_size"):
+        reconcile_config(config, tmp_path)
