@@ -26,7 +26,7 @@ log=$OUT/log.txt
 for config in ${CONFIGS:-ptb_medium ptb_small char}; do
   echo "== $config $(date -u +%T)" | tee -a "$log"
   timeout "${BENCH_TIMEOUT:-200}" python3 -m experiments.benchmarks.run --configs "$config" --cells lstm,gru \
-    --impls rnnlm,torch,flax --reps "${REPS:-5}" --steps 20 --no-memory --peak-size 8192 \
+    --impls rnnlm,torch,flax --reps "${REPS:-5}" --steps 20 --no-memory \
     --out "$OUT/bench_$config.json" > "$OUT/bench_$config.md" 2>> "$log"
   echo "exit $?" | tee -a "$log"
   cat "$OUT/bench_$config.md"

@@ -91,7 +91,9 @@ def markdown(doc: dict) -> str:
                      f"{settings['sample_length']} sampled tokens; median [min–max] ×(median / PyTorch's).")
         parts.append(main_table(doc))
         probes = ", ".join(f"{name} {number(g)} GFLOP/s" for name, g in doc["matmul_peak_gflops"].items())
-        parts.append(f"Matmul peak probe ({settings['peak_size']}² fp32): {probes}. "
+        # On NVIDIA GPUs JAX's float32 matmuls run as TF32 by default (and the benchmark lets PyTorch's do so).
+        precision = "float32 inputs, TF32 arithmetic" if env.get("jax_backend") == "gpu" else "fp32"
+        parts.append(f"Matmul peak probe ({settings['peak_size']}² {precision}): {probes}. "
                      "compile s: first train call minus a steady one. step peak RSS: growth of VmHWM "
                      "during one steady train step, in a fresh process.")
     if doc.get("memory_figure"):

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--torch-threads", type=int, default=0,
                         help="torch.set_num_threads; 0 = PyTorch's default (one per core). 1 avoids OpenMP "
                              "spin-wait stalls on a machine busy with other work")
-    parser.add_argument("--peak-size", type=int, default=None, help="n of the n x n matmul peak probe (2048; tiny 256)")
+    parser.add_argument("--peak-size", type=int, default=None, help="n of the n x n matmul peak probe (CPU 2048, accelerators 8192; tiny 256)")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-config peak-RSS subprocesses")
     parser.add_argument("--memory-figure", action="store_true",
                         help="measure only peak RSS of one train step vs. --seq-lens, a fresh process per point")
@@ -189,8 +189,9 @@ def run(args) -> dict:
     bad_cells = [c for c in args.cells if c not in shapes.GATES]
     if bad_cells:
         raise UserError(f"unknown cell(s) {', '.join(bad_cells)}; choose from lstm, gru")
-    if args.peak_size is None:
-        args.peak_size = 256 if args.tiny else 2048
+    if args.peak_size is None:  # an accelerator needs a bigger product than a CPU to reach its rate
+        import jax
+        args.peak_size = 256 if args.tiny else 2048 if jax.default_backend() == "cpu" else 8192
     if args.seq_lens is None:
         args.seq_lens = list(TINY_SEQ_LENS if args.tiny else DEFAULT_SEQ_LENS)
     apply_torch_threads(args.torch_threads)
