@@ -80,19 +80,16 @@ def _select_impls(requested: list[str] | None, default: list[str]) -> list[str]:
     return names
 
 
-def apply_torch_threads(threads: int) -> None:
-    if threads and impls.available("torch"):
-        import torch
+def configure_torch(threads: int) -> None:
+    """PyTorch's thread count (0: its default) and, on a GPU, TF32 for its cuBLAS matmuls: JAX's float32
+    matmuls default to TF32 there (as cuDNN's RNNs do in PyTorch), so both then run the same arithmetic."""
+    if not impls.available("torch"):
+        return
+    import torch
+    if threads:
         torch.set_num_threads(threads)
-
-
-def match_gpu_precision() -> None:
-    """On a GPU, JAX's float32 matmuls default to TF32 (as cuDNN's RNNs do in PyTorch); PyTorch's cuBLAS
-    matmuls default to full float32. Let PyTorch's decoder use TF32 too, so both run the same arithmetic."""
-    if impls.available("torch"):
-        import torch
-        if torch.cuda.is_available():
-            torch.backends.cuda.matmul.allow_tf32 = True
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
 
 
 def environment() -> dict:
@@ -103,8 +100,8 @@ def environment() -> dict:
     env = {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
            "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
            "device": str(jax.devices()[0].device_kind), "jax_backend": jax.default_backend(),
+           "jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
            "time": datetime.datetime.now().isoformat(timespec="seconds")}
-    env["jax_default_matmul_precision"] = str(jax.config.jax_default_matmul_precision)
     if impls.available("torch"):
         import torch
         env.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
@@ -194,8 +191,7 @@ def run(args) -> dict:
         args.peak_size = 256 if args.tiny else 2048 if jax.default_backend() == "cpu" else 8192
     if args.seq_lens is None:
         args.seq_lens = list(TINY_SEQ_LENS if args.tiny else DEFAULT_SEQ_LENS)
-    apply_torch_threads(args.torch_threads)
-    match_gpu_precision()
+    configure_torch(args.torch_threads)
     doc = {"environment": environment(), "settings": {k: v for k, v in vars(args).items() if k != "func"},
            "results": [], "memory_figure": []}
     if args.memory_figure:
