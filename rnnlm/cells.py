@@ -1,7 +1,8 @@
 """Recurrent cells as pure functions over parameter pytrees.
 
-Every cell has the same parameter layout so that the input projection of a
-whole sequence can be done as one matmul outside `lax.scan`:
+Every cell has the same parameter layout, so that `rnnlm.recurrence` can run the
+input projection and the recurrent product as two separate matmuls (and
+differentiate each by hand):
 
     params = {"w_x": [D, G*H], "w_h": [H, G*H], "b": [G*H], ...}
 

@@ -4,8 +4,12 @@ Layout: these functions are time-major, xs [T, B, D]. The public model API is
 batch-major [B, T]; the model transposes the token ids (free) once on the way
 in, so no [T, B, D] activation is ever transposed inside a layer.
 
-The input projection of all T steps is one [T*B, D] @ [D, G*H] matmul before
-the scan; only the [B, H] @ [H, G*H] recurrent product runs inside it.
+On CPUs each step computes its input projection x_t @ w_x + b inside the scan,
+next to the recurrent product h @ w_h: on XLA's CPU backend that measured faster
+than one [T*B, D] @ [D, G*H] matmul before the loop (README, Design), which is
+kept on accelerators (`project_in_loop`). The backward pass makes the weight
+gradients and the input gradient after its loop either way, as matmuls over all
+T*B rows.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import jax.numpy as jnp
 from rnnlm.cells import Cell, matmul, project_inputs
 
 
-def scan_layer(cell: Cell, params, carry, xs, mask=None, *, reverse=False, unroll=1):
+def scan_layer(cell: Cell, params, carry, xs, mask=None, *, reverse=False, unroll=1, in_loop=None):
     """One recurrent layer over a sequence.
 
     Args:
@@ -27,19 +31,22 @@ def scan_layer(cell: Cell, params, carry, xs, mask=None, *, reverse=False, unrol
       mask: optional [T, B] bool; where False the step is padding: the carry is
         kept unchanged and the output is zero, so padding never reaches the state.
       reverse: run from t = T-1 down to 0 (for the backward half of a bidirectional layer).
+      in_loop: project the inputs inside the loop (True) or before it (False);
+        None chooses by backend (`project_in_loop`). Same results either way.
     Returns:
       (final carry, ys [T, B, H]).
 
     Cells with a separable recurrent matmul (all but gru_cho) differentiate through
-    `_scan_fused`, whose hand-written backward pass computes the recurrent weight
-    gradient as one [H, T*B] @ [T*B, G*H] matmul after the loop instead of T small
-    ones inside it; others use JAX's own scan transpose (`scan_plain`).
+    `_scan_fused`, whose hand-written backward pass computes the weight gradients
+    as one [D or H, T*B] @ [T*B, G*H] matmul each after the loop instead of T small
+    ones inside it; gru_cho projects its inputs before the loop and uses JAX's own
+    scan transpose (`scan_plain`).
     """
-    gx = project_inputs(params, xs)
     if cell.core is None:
-        return scan_plain(cell, params, carry, gx, mask, reverse=reverse, unroll=unroll)
+        return scan_plain(cell, params, carry, project_inputs(params, xs), mask, reverse=reverse, unroll=unroll)
     small = {k: v for k, v in params.items() if k not in ("w_x", "w_h", "b")}
-    return _scan_fused(cell, reverse, unroll, small, params["w_h"], carry, gx, mask)
+    in_loop = project_in_loop() if in_loop is None else in_loop
+    return _scan_fused(cell, reverse, unroll, in_loop, small, params["w_x"], params["b"], params["w_h"], carry, xs, mask)
 
 
 def scan_plain(cell: Cell, params, carry, gx, mask=None, *, reverse=False, unroll=1):
@@ -68,26 +75,40 @@ def _core_step(cell, small, carry, g, gh, m):
     return _masked(carry, *cell.core(small, carry, g, gh), m)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _scan_fused(cell, reverse, unroll, small, w_h, carry, gx, mask):
-    return _scan_fused_fwd(cell, reverse, unroll, small, w_h, carry, gx, mask)[0]
+def project_in_loop() -> bool:
+    """Where `_scan_fused` makes x_t @ w_x + b: inside the loop on CPUs (measured faster there,
+    README, Design), one matmul over all steps before it on GPUs and TPUs, where one large
+    matmul is the accelerator's strength and the per-step form is not measured."""
+    return jax.default_backend() == "cpu"
 
 
-def _scan_fused_fwd(cell, reverse, unroll, small, w_h, carry, gx, mask):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _scan_fused(cell, reverse, unroll, in_loop, small, w_x, b, w_h, carry, xs, mask):
+    return _scan_fused_fwd(cell, reverse, unroll, in_loop, small, w_x, b, w_h, carry, xs, mask)[0]
+
+
+def _scan_fused_fwd(cell, reverse, unroll, in_loop, small, w_x, b, w_h, carry, xs, mask):
+    gx = None if in_loop else matmul(xs, w_x) + b
+
     def body(c, inputs):
-        g, m = inputs
+        x, m = inputs
+        g = matmul(x, w_x) + b if in_loop else x
         gh = matmul(c[-1], w_h)
         new_c, y = _core_step(cell, small, c, g, gh, m)
-        # Keep each step's incoming carry, and the recurrent product; a cell that
-        # only sees gx + gh keeps that sum instead, and gx need not outlive the loop.
-        return new_c, (y, c, g + gh if cell.additive else gh)
+        # Keep each step's incoming carry and the pre-activations: a cell that only sees
+        # g + gh keeps that sum; the others (the GRU's reset gate) keep both parts, g
+        # either from the loop or, projected before it, as the whole gx.
+        return new_c, (y, c, g + gh if cell.additive else (g, gh) if in_loop else gh)
 
-    final, (ys, carries_in, pre) = jax.lax.scan(body, carry, (gx, mask), reverse=reverse, unroll=unroll)
-    return (final, ys), (small, w_h, carries_in, None if cell.additive else gx, pre, mask)
+    final, (ys, carries_in, pre) = jax.lax.scan(body, carry, (xs if in_loop else gx, mask),
+                                                reverse=reverse, unroll=unroll)
+    if not cell.additive and not in_loop:
+        pre = (gx, pre)
+    return (final, ys), (small, w_x, w_h, carries_in, xs, pre, mask)
 
 
-def _scan_fused_bwd(cell, reverse, unroll, residuals, cotangents):
-    small, w_h, carries_in, gx, pre, mask = residuals
+def _scan_fused_bwd(cell, reverse, unroll, in_loop, residuals, cotangents):
+    small, w_x, w_h, carries_in, xs, pre, mask = residuals
     d_final, d_ys = cotangents
 
     def body(d_carry, inputs):
@@ -99,17 +120,25 @@ def _scan_fused_bwd(cell, reverse, unroll, residuals, cotangents):
         else:
             _, vjp = jax.vjp(lambda small, c, g, gh: _core_step(cell, small, c, g, gh, m), small, c, g, gh)
             d_small, d_c, d_g, d_gh = vjp((d_carry, d_y))
-        # The recurrent matmul's input gradient is sequential; its weight gradient is not (below).
+        # The recurrent matmul's input gradient is sequential; the weight gradients are not (below).
         d_h = d_c[-1] + matmul(d_gh, w_h.T)
         return d_c[:-1] + (d_h,), (d_g, d_gh, d_small)
 
-    xs = (carries_in, pre, None, d_ys, mask) if cell.additive else (carries_in, gx, pre, d_ys, mask)
-    d_carry, (d_gx, d_ghs, d_smalls) = jax.lax.scan(body, d_final, xs, reverse=not reverse, unroll=unroll)
-    hs_in = carries_in[-1]
-    d_w_h = jnp.einsum("tbh,tbg->hg", hs_in.astype(w_h.dtype), d_ghs.astype(w_h.dtype),
-                       preferred_element_type=jnp.float32).astype(w_h.dtype)
+    loop_xs = (carries_in, pre, None, d_ys, mask) if cell.additive else (carries_in, *pre, d_ys, mask)
+    d_carry, (d_gx, d_ghs, d_smalls) = jax.lax.scan(body, d_final, loop_xs, reverse=not reverse, unroll=unroll)
+    if cell.additive:
+        d_gx = d_ghs
+    # Every step's products with the weights at once, as [D or H, T*B] @ [T*B, G*H] matmuls.
+    d_w_x = _weight_gradient(xs, d_gx, w_x)
+    d_w_h = _weight_gradient(carries_in[-1], d_ghs, w_h)
     d_small = jax.tree_util.tree_map(lambda d: d.sum(0), d_smalls)
-    return d_small, d_w_h, d_carry, d_ghs if cell.additive else d_gx, None
+    return d_small, d_w_x, d_gx.sum((0, 1)), d_w_h, d_carry, matmul(d_gx, w_x.T), None
+
+
+def _weight_gradient(inputs, d_out, w):
+    """sum over t, b of inputs[t, b]^T d_out[t, b], in the weight's dtype with float32 accumulation."""
+    return jnp.einsum("tbi,tbo->io", inputs.astype(w.dtype), d_out.astype(w.dtype),
+                      preferred_element_type=jnp.float32).astype(w.dtype)
 
 
 _scan_fused.defvjp(_scan_fused_fwd, _scan_fused_bwd)

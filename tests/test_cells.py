@@ -188,10 +188,12 @@ def test_unknown_cell_names_the_choices():
         get_cell("lsmt")
 
 
+@pytest.mark.parametrize("in_loop", [True, False], ids=["projected-in-loop", "projected-before"])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("name", sorted(CELLS))
-def test_hand_written_backward_through_time_equals_autodiff(name, reverse, inputs):
-    """scan_layer's custom VJP (weight gradient as one matmul after the loop) == JAX's transpose of the scan."""
+def test_hand_written_backward_through_time_equals_autodiff(name, reverse, in_loop, inputs):
+    """scan_layer's custom VJP (weight gradients as matmuls after the loop) == JAX's transpose of the scan,
+    with the input projection inside the loop (CPUs) and before it (accelerators)."""
     cell = get_cell(name)
     params, carry = random_params(name), random_carry(name)
     mask = jnp.asarray(np.arange(T)[:, None] < np.array([T, 2, 4])[None, :])
@@ -200,7 +202,7 @@ def test_hand_written_backward_through_time_equals_autodiff(name, reverse, input
         final, ys = layer(params, carry, xs)
         return jnp.sum(ys * jnp.arange(1.0, H + 1.0)) + sum(jnp.sum(c ** 2) for c in final)
 
-    fused = lambda p, c, xs: scan_layer(cell, p, c, xs, mask, reverse=reverse)
+    fused = lambda p, c, xs: scan_layer(cell, p, c, xs, mask, reverse=reverse, in_loop=in_loop)
     plain = lambda p, c, xs: scan_plain(cell, p, c, project_inputs(p, xs), mask, reverse=reverse)
     got = jax.grad(functools.partial(loss, fused), argnums=(0, 1, 2))(params, carry, inputs)
     want = jax.grad(functools.partial(loss, plain), argnums=(0, 1, 2))(params, carry, inputs)

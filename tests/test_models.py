@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rnnlm import recurrence
 from rnnlm.models import LanguageModel
 
 V, B, T = 11, 2, 8
@@ -67,6 +68,20 @@ def test_unroll_factors_change_neither_outputs_nor_gradients(model_and_params):
         return {str(e.params["unroll"]) for e in _equations(jaxpr.jaxpr) if e.primitive.name == "scan"}
     assert scan_unrolls(train=False) == {"3"}
     assert scan_unrolls(train=True) == {"2"}
+
+
+def test_the_input_projection_runs_where_it_measured_faster(model_and_params, monkeypatch):
+    """On CPUs x_t @ w_x runs inside every scan step next to h @ w_h; on accelerators once before the scan."""
+    model, params = model_and_params
+    tokens = jnp.ones((B, T), jnp.int32)
+
+    def dots_per_scan_step():
+        jaxpr = jax.make_jaxpr(lambda p: model.apply({"params": p}, tokens, model.initial_carry(B)))(params)
+        return [sum(e.primitive.name == "dot_general" for e in _equations(scan.params["jaxpr"].jaxpr))
+                for scan in _equations(jaxpr.jaxpr) if scan.primitive.name == "scan"]
+    assert dots_per_scan_step() == [2 if jax.default_backend() == "cpu" else 1] * 2
+    monkeypatch.setattr(recurrence, "project_in_loop", lambda: False)
+    assert dots_per_scan_step() == [1, 1]
 
 
 def _equations(jaxpr):
