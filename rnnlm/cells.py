@@ -214,7 +214,12 @@ class Cell:
     init_params: Callable
     recurrent_step: Callable
     core: Callable | None = None  # (params, carry, gx, gh) -> (carry, y) when gh = h @ w_h is separable
-    additive: bool = False  # core sees gx and gh only through gx + gh (its backward can keep just the sum)
+    summed_gates: int = 0  # the core sees the first this-many gate blocks of gx and gh only through gx + gh
+
+    @property
+    def additive(self) -> bool:
+        """The core sees gx and gh only through gx + gh (its backward pass can keep just the sum)."""
+        return self.summed_gates == self.gates
 
     def init_carry(self, batch_size, hidden_size, dtype=jnp.float32) -> Carry:
         return tuple(jnp.zeros((batch_size, hidden_size), dtype) for _ in range(self.carry_arity))
@@ -233,11 +238,11 @@ def _plain_init(gates):
 CELLS = {
     cell.name: cell
     for cell in (
-        Cell("rnn", 1, 1, _plain_init(1), rnn_recurrent_step, rnn_core, additive=True),
-        Cell("lstm", 4, 2, lstm_init_params, lstm_recurrent_step, lstm_core, additive=True),
-        Cell("gru", 3, 1, gru_init_params, gru_recurrent_step, gru_core),
+        Cell("rnn", 1, 1, _plain_init(1), rnn_recurrent_step, rnn_core, summed_gates=1),
+        Cell("lstm", 4, 2, lstm_init_params, lstm_recurrent_step, lstm_core, summed_gates=4),
+        Cell("gru", 3, 1, gru_init_params, gru_recurrent_step, gru_core, summed_gates=2),
         Cell("gru_cho", 3, 1, _plain_init(3), gru_cho_recurrent_step),
-        Cell("gru_seed", 3, 1, _plain_init(3), gru_seed_recurrent_step, gru_seed_core, additive=True),
+        Cell("gru_seed", 3, 1, _plain_init(3), gru_seed_recurrent_step, gru_seed_core, summed_gates=3),
     )
 }
 

@@ -95,16 +95,27 @@ def _scan_fused_fwd(cell, reverse, unroll, in_loop, small, w_x, b, w_h, carry, x
         g = matmul(x, w_x) + b if in_loop else x
         gh = matmul(c[-1], w_h)
         new_c, y = _core_step(cell, small, c, g, gh, m)
-        # Keep each step's incoming carry and the pre-activations: a cell that only sees
-        # g + gh keeps that sum; the others (the GRU's reset gate) keep both parts, g
-        # either from the loop or, projected before it, as the whole gx.
-        return new_c, (y, c, g + gh if cell.additive else (g, gh) if in_loop else gh)
+        # Keep each step's incoming carry and what the backward pass needs of the pre-activations.
+        return new_c, (y, c, _pre_activations(cell, g, gh))
 
     final, (ys, carries_in, pre) = jax.lax.scan(body, carry, (xs if in_loop else gx, mask),
                                                 reverse=reverse, unroll=unroll)
-    if not cell.additive and not in_loop:
-        pre = (gx, pre)
     return (final, ys), (small, w_x, w_h, carries_in, xs, pre, mask)
+
+
+def _pre_activations(cell, g, gh):
+    """(the sum g + gh of the gate blocks the core sees only summed, the rest of g, the rest of gh).
+
+    All of an LSTM's blocks are summed (one [B, 4H] array kept per step); a GRU's reset
+    gate multiplies the recurrent part of its candidate only, so it keeps r and z summed
+    and both parts of n: 4H per step instead of 6H.
+    """
+    k = _summed_width(cell, g)
+    return g[..., :k] + gh[..., :k], g[..., k:], gh[..., k:]
+
+
+def _summed_width(cell, g):
+    return g.shape[-1] // cell.gates * cell.summed_gates
 
 
 def _scan_fused_bwd(cell, reverse, unroll, in_loop, residuals, cotangents):
@@ -112,21 +123,23 @@ def _scan_fused_bwd(cell, reverse, unroll, in_loop, residuals, cotangents):
     d_final, d_ys = cotangents
 
     def body(d_carry, inputs):
-        c, g, gh, d_y, m = inputs
-        if cell.additive:  # g is the whole pre-activation; d(gx) = d(gh) = d(pre)
-            _, vjp = jax.vjp(lambda small, c, g: _core_step(cell, small, c, g, jnp.zeros_like(g), m), small, c, g)
-            d_small, d_c, d_gh = vjp((d_carry, d_y))
-            d_g = None
-        else:
-            _, vjp = jax.vjp(lambda small, c, g, gh: _core_step(cell, small, c, g, gh, m), small, c, g, gh)
-            d_small, d_c, d_g, d_gh = vjp((d_carry, d_y))
+        c, (summed, g_rest, gh_rest), d_y, m = inputs
+        # Rebuild pre-activations that give the core the same inputs: the summed blocks
+        # wholly in g, and the per-part blocks as they were.
+        g = jnp.concatenate([summed, g_rest], axis=-1)
+        step = lambda small, c, g, gh_rest: _core_step(
+            cell, small, c, g, jnp.concatenate([jnp.zeros_like(summed), gh_rest], axis=-1), m)
+        _, vjp = jax.vjp(step, small, c, g, gh_rest)
+        d_small, d_c, d_g, d_gh_rest = vjp((d_carry, d_y))
+        # A summed block's gradient is the same for its input and recurrent parts.
+        d_gh = jnp.concatenate([d_g[..., :summed.shape[-1]], d_gh_rest], axis=-1)
         # The recurrent matmul's input gradient is sequential; the weight gradients are not (below).
         d_h = d_c[-1] + matmul(d_gh, w_h.T)
-        return d_c[:-1] + (d_h,), (d_g, d_gh, d_small)
+        return d_c[:-1] + (d_h,), (None if cell.additive else d_g, d_gh, d_small)
 
-    loop_xs = (carries_in, pre, None, d_ys, mask) if cell.additive else (carries_in, *pre, d_ys, mask)
-    d_carry, (d_gx, d_ghs, d_smalls) = jax.lax.scan(body, d_final, loop_xs, reverse=not reverse, unroll=unroll)
-    if cell.additive:
+    d_carry, (d_gx, d_ghs, d_smalls) = jax.lax.scan(body, d_final, (carries_in, pre, d_ys, mask),
+                                                    reverse=not reverse, unroll=unroll)
+    if cell.additive:  # every block summed: d(gx) = d(gh), one array kept
         d_gx = d_ghs
     # Every step's products with the weights at once, as [D or H, T*B] @ [T*B, G*H] matmuls.
     d_w_x = _weight_gradient(xs, d_gx, w_x)

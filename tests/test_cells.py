@@ -211,12 +211,19 @@ def test_hand_written_backward_through_time_equals_autodiff(name, reverse, in_lo
 
 
 @pytest.mark.parametrize("name", [n for n in sorted(CELLS) if CELLS[n].core is not None])
-def test_the_additive_flag_holds_exactly_for_cells_that_only_see_the_sum(name):
-    """`Cell.additive` lets the backward pass keep gx + gh alone; it must be set exactly where that is lossless."""
+def test_summed_gates_is_exactly_what_the_core_sees_only_as_a_sum(name):
+    """`Cell.summed_gates` lets the backward pass keep gx + gh alone for those gate blocks; it
+    must cover exactly the blocks where that is lossless (one more block must change the output)."""
     cell = get_cell(name)
     params, carry = random_params(name), random_carry(name)
     keys = jax.random.split(jax.random.PRNGKey(3), 2)
     gx, gh = (jax.random.normal(k, (B, cell.gates * H)) for k in keys)
     split = cell.core(params, carry, gx, gh)[1]
-    summed = cell.core(params, carry, gx + gh, jnp.zeros_like(gh))[1]
-    assert np.allclose(split, summed, atol=1e-6) == cell.additive
+
+    def moved(blocks):  # the recurrent part of the first `blocks` gate blocks moved into gx
+        k = blocks * H
+        return cell.core(params, carry, gx.at[:, :k].add(gh[:, :k]), gh.at[:, :k].set(0.0))[1]
+    np.testing.assert_allclose(moved(cell.summed_gates), split, atol=1e-6)
+    if cell.summed_gates < cell.gates:
+        assert not np.allclose(moved(cell.summed_gates + 1), split, atol=1e-6)
+    assert cell.additive == (cell.summed_gates == cell.gates)
