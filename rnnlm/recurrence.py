@@ -110,15 +110,12 @@ def _pre_activations(cell, g, gh):
     gate multiplies the recurrent part of its candidate only, so it keeps r and z summed
     and both parts of n: 4H per step instead of 6H.
     """
-    k = _summed_width(cell, g)
+    k = g.shape[-1] // cell.gates * cell.summed_gates
     return g[..., :k] + gh[..., :k], g[..., k:], gh[..., k:]
 
 
-def _summed_width(cell, g):
-    return g.shape[-1] // cell.gates * cell.summed_gates
-
-
 def _scan_fused_bwd(cell, reverse, unroll, in_loop, residuals, cotangents):
+    # The same for both places of the input projection: the residuals do not depend on it.
     small, w_x, w_h, carries_in, xs, pre, mask = residuals
     d_final, d_ys = cotangents
 
