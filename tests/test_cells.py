@@ -188,10 +188,11 @@ def test_unknown_cell_names_the_choices():
         get_cell("lsmt")
 
 
-@pytest.mark.parametrize("in_loop", [True, False], ids=["projected-in-loop", "projected-before"])
+@pytest.mark.parametrize("in_loop,masked", [(True, True), (False, True), (True, False)],
+                         ids=["projected-in-loop", "projected-before", "unmasked"])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("name", sorted(CELLS))
-def test_hand_written_backward_through_time_equals_autodiff(name, reverse, in_loop, inputs):
+def test_hand_written_backward_through_time_equals_autodiff(name, reverse, in_loop, masked, inputs):
     """scan_layer's custom VJP (weight gradients as matmuls after the loop) == JAX's transpose of the scan,
     with the input projection inside the loop (CPUs) and before it (accelerators)."""
     cell = get_cell(name)
@@ -202,6 +203,7 @@ def test_hand_written_backward_through_time_equals_autodiff(name, reverse, in_lo
         final, ys = layer(params, carry, xs)
         return jnp.sum(ys * jnp.arange(1.0, H + 1.0)) + sum(jnp.sum(c ** 2) for c in final)
 
+    mask = mask if masked else None
     fused = lambda p, c, xs: scan_layer(cell, p, c, xs, mask, reverse=reverse, in_loop=in_loop)
     plain = lambda p, c, xs: scan_plain(cell, p, c, project_inputs(p, xs), mask, reverse=reverse)
     got = jax.grad(functools.partial(loss, fused), argnums=(0, 1, 2))(params, carry, inputs)
@@ -226,4 +228,3 @@ def test_summed_gates_is_exactly_what_the_core_sees_only_as_a_sum(name):
     np.testing.assert_allclose(moved(cell.summed_gates), split, atol=1e-6)
     if cell.summed_gates < cell.gates:
         assert not np.allclose(moved(cell.summed_gates + 1), split, atol=1e-6)
-    assert cell.additive == (cell.summed_gates == cell.gates)

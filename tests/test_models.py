@@ -106,7 +106,7 @@ def test_tied_weights_share_the_embedding(embed, hidden):
     np.testing.assert_allclose(logits, features @ params["embedding"].T + params["decoder_bias"], rtol=1e-5)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru_cho"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "gru_cho"])
 def test_bfloat16_matmuls_track_float32(cell):
     """matmul_dtype=bfloat16: same loss and gradients as float32 to bf16 precision; gradients stay float32."""
     full = LanguageModel(vocab_size=V, embed_size=6, hidden_size=8, num_layers=2, cell=cell, tie_weights=True,
