@@ -197,13 +197,12 @@ def test_hand_written_backward_through_time_equals_autodiff(name, reverse, in_lo
     with the input projection inside the loop (CPUs) and before it (accelerators)."""
     cell = get_cell(name)
     params, carry = random_params(name), random_carry(name)
-    mask = jnp.asarray(np.arange(T)[:, None] < np.array([T, 2, 4])[None, :])
+    mask = jnp.asarray(np.arange(T)[:, None] < np.array([T, 2, 4])[None, :]) if masked else None
 
     def loss(layer, params, carry, xs):
         final, ys = layer(params, carry, xs)
         return jnp.sum(ys * jnp.arange(1.0, H + 1.0)) + sum(jnp.sum(c ** 2) for c in final)
 
-    mask = mask if masked else None
     fused = lambda p, c, xs: scan_layer(cell, p, c, xs, mask, reverse=reverse, in_loop=in_loop)
     plain = lambda p, c, xs: scan_plain(cell, p, c, project_inputs(p, xs), mask, reverse=reverse)
     got = jax.grad(functools.partial(loss, fused), argnums=(0, 1, 2))(params, carry, inputs)
