@@ -65,10 +65,15 @@ def _low_precision_fwd(x, w):
 def _low_precision_bwd(residuals, g):
     # Both backward products in the weights' dtype too, accumulated in float32.
     x, w = residuals
-    g = g.astype(w.dtype)
-    dx = jnp.matmul(g, w.T, preferred_element_type=jnp.float32)
-    dw = jnp.einsum("...i,...j->ij", x, g, preferred_element_type=jnp.float32)
-    return dx, dw.astype(w.dtype)
+    dx = jnp.matmul(g.astype(w.dtype), w.T, preferred_element_type=jnp.float32)
+    return dx, weight_gradient(x, g, w)
+
+
+def weight_gradient(x, d_out, w):
+    """The gradient of x @ w with respect to w, summed over every leading axis of x and d_out:
+    in w's dtype, accumulated in float32."""
+    return jnp.einsum("...i,...o->io", x.astype(w.dtype), d_out.astype(w.dtype),
+                      preferred_element_type=jnp.float32).astype(w.dtype)
 
 
 _low_precision_matmul.defvjp(_low_precision_fwd, _low_precision_bwd)

@@ -19,7 +19,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rnnlm.cells import Cell, matmul, project_inputs
+from rnnlm.cells import Cell, matmul, project_inputs, weight_gradient
 
 
 def scan_layer(cell: Cell, params, carry, xs, mask=None, *, reverse=False, unroll=1, in_loop=None):
@@ -139,16 +139,10 @@ def _scan_fused_bwd(cell, reverse, unroll, in_loop, residuals, cotangents):
     if cell.additive:  # every block summed: d(gx) = d(gh), one array kept
         d_gx = d_ghs
     # Every step's products with the weights at once, as [D or H, T*B] @ [T*B, G*H] matmuls.
-    d_w_x = _weight_gradient(xs, d_gx, w_x)
-    d_w_h = _weight_gradient(carries_in[-1], d_ghs, w_h)
+    d_w_x = weight_gradient(xs, d_gx, w_x)
+    d_w_h = weight_gradient(carries_in[-1], d_ghs, w_h)
     d_small = jax.tree_util.tree_map(lambda d: d.sum(0), d_smalls)
     return d_small, d_w_x, d_gx.sum((0, 1)), d_w_h, d_carry, matmul(d_gx, w_x.T), None
-
-
-def _weight_gradient(inputs, d_out, w):
-    """sum over t, b of inputs[t, b]^T d_out[t, b], in the weight's dtype with float32 accumulation."""
-    return jnp.einsum("tbi,tbo->io", inputs.astype(w.dtype), d_out.astype(w.dtype),
-                      preferred_element_type=jnp.float32).astype(w.dtype)
 
 
 _scan_fused.defvjp(_scan_fused_fwd, _scan_fused_bwd)
