@@ -223,6 +223,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from rnnlm.host_memory import reexec_with_huge_pages
+    reexec_with_huge_pages()  # as `rnnlm bench` does: every implementation measured in the same process setting
     try:
         sys.exit(main())
     except UserError as e:

@@ -1,0 +1,60 @@
+"""rnnlm/host_memory.py: when the command line re-executes itself with huge pages, and that it then gets them."""
+
+import os
+import platform
+import re
+import subprocess
+import sys
+
+import pytest
+
+from rnnlm.host_memory import THP_MODE, TUNABLE, reexec_environment
+
+GLIBC = ("glibc", "2.36")
+MADVISE = "always [madvise] never\n"
+
+
+@pytest.mark.parametrize("environ, system, libc, thp, want", [
+    ({}, "linux", GLIBC, MADVISE, f"{TUNABLE}=1"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "linux", GLIBC, MADVISE, f"glibc.malloc.arena_max=2:{TUNABLE}=1"),
+    ({"GLIBC_TUNABLES": f"{TUNABLE}=0"}, "linux", GLIBC, MADVISE, None),  # the user's choice, or our own exec
+    ({"RNNLM_HUGE_PAGES": "0"}, "linux", GLIBC, MADVISE, None),
+    ({}, "linux", ("glibc", "2.31"), MADVISE, None),  # the tunable came with 2.35
+    ({}, "linux", ("", ""), MADVISE, None),  # musl
+    ({}, "linux", GLIBC, "[always] madvise never\n", None),  # huge pages already
+    ({}, "linux", GLIBC, "always madvise [never]\n", None),
+    ({}, "darwin", ("", ""), "", None),
+])
+def test_when_to_reexecute(environ, system, libc, thp, want):
+    env = reexec_environment(dict(environ, PATH="/bin"), system, libc, thp)
+    assert (env and env["GLIBC_TUNABLES"]) == want
+    if env:
+        assert env["PATH"] == "/bin"  # the rest of the environment travels unchanged
+
+
+def _python(code, env):
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _this_machine_env():
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "RNNLM_HUGE_PAGES")}
+    thp = THP_MODE.read_text() if THP_MODE.exists() else ""
+    return env, reexec_environment(env, sys.platform, platform.libc_ver(), thp)
+
+
+def test_the_process_is_replaced_with_the_tunable_set():
+    env, expected = _this_machine_env()
+    code = "import os; from rnnlm.host_memory import reexec_with_huge_pages as r; r(); print(os.environ.get('GLIBC_TUNABLES'))"
+    assert _python(code, env) == (expected["GLIBC_TUNABLES"] if expected else "None")
+
+
+def test_the_tunable_puts_a_large_malloc_on_huge_pages():
+    """The premise of the exec: without the tunable a 64 MiB malloc gets 4 KiB pages, with it huge ones."""
+    env, expected = _this_machine_env()
+    if expected is None:  # nothing to gain here, and nothing is done: the decision is what is checked
+        assert reexec_environment(env, sys.platform, platform.libc_ver(), THP_MODE.read_text() if THP_MODE.exists() else "") is None
+        return
+    code = ("import ctypes, re; libc = ctypes.CDLL('libc.so.6'); libc.malloc.restype = ctypes.c_void_p; n = 64 << 20; p = libc.malloc(n); ctypes.memset(p, 1, n); "
+            "print(re.search(r'AnonHugePages:\\s+(\\d+)', open('/proc/self/smaps_rollup').read()).group(1))")
+    assert int(_python(code, env)) == 0
+    assert int(_python(code, expected)) >= 32 * 1024  # kB: at least half of the buffer on 2 MiB pages
