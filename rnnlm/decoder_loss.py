@@ -71,7 +71,7 @@ def _fused_forward(features, targets, weights, weight, bias):
         f, t, w = part
         logits = f @ weight + bias  # [c, B, V]
         # One exp pass over the logits serves both the loss and its gradient (a logsumexp
-        # followed by exp(logits - log_z) made two: ptb_small decoder 68 -> 55 ms).
+        # followed by exp(logits - log_z) made two; module docstring).
         top = logits.max(axis=-1, keepdims=True)
         e = jnp.exp(logits - top)
         total_e = e.sum(axis=-1, keepdims=True)
