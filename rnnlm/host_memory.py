@@ -3,8 +3,8 @@
 XLA's CPU client takes every step's temporaries from malloc, and glibc serves
 the large ones as fresh mappings that are unmapped again when the step frees
 them, so the next step faults its buffers back in 4 KiB at a time: ~420 MB and
-108,000 page faults per char-config train step, about a tenth of the step
-(README, table of levers). glibc >= 2.35 can ask for transparent huge pages for
+~105,000 page faults per char GRU train step, 7-14% of the step (README, table
+of levers). glibc >= 2.35 can ask for transparent huge pages for
 malloc's memory (the tunable `glibc.malloc.hugetlb=1`: 2 MiB faults, 512 times
 fewer), but it reads tunables only when a process starts, hence one `execve`
 before anything heavy is imported. Nothing is kept that the step would not
@@ -13,6 +13,7 @@ step up as much but let the heap grow to twice its size).
 
 Only the command-line entry points call `reexec_with_huge_pages` (never an
 import), it is a no-op where it cannot help, and RNNLM_HUGE_PAGES=0 turns it off.
+Under `python -c CODE` the code before the call runs twice (once per process).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ import platform
 import sys
 
 TUNABLE = "glibc.malloc.hugetlb"
+# Set in the new process's environment: a glibc that drops the tunable (setuid or
+# file-capability interpreters) must not make every exec start another.
+DONE = "RNNLM_HUGE_PAGES_EXECUTED"
+OFF = ("0", "false", "no", "off")
 THP_MODE = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
@@ -42,7 +47,7 @@ def reexec_environment(environ, system: str, libc: tuple[str, str], thp_mode: st
       libc: `platform.libc_ver()`, e.g. ("glibc", "2.36").
       thp_mode: the kernel's transparent_hugepage/enabled line, e.g. "always [madvise] never".
     """
-    if environ.get("RNNLM_HUGE_PAGES", "1") == "0":
+    if environ.get("RNNLM_HUGE_PAGES", "1").lower() in OFF or DONE in environ:
         return None
     tunables = environ.get("GLIBC_TUNABLES", "")
     if TUNABLE in tunables:  # already set, by us or by the user: respect it either way
@@ -50,7 +55,7 @@ def reexec_environment(environ, system: str, libc: tuple[str, str], thp_mode: st
     # "[always]": every large mapping gets huge pages already; "[never]": none can.
     if system != "linux" or libc[0] != "glibc" or not _glibc_at_least(libc[1]) or "[madvise]" not in thp_mode:
         return None
-    return dict(environ, GLIBC_TUNABLES=":".join(filter(None, [tunables, f"{TUNABLE}=1"])))
+    return dict(environ, GLIBC_TUNABLES=":".join(filter(None, [tunables, f"{TUNABLE}=1"])), **{DONE: "1"})
 
 
 def reexec_with_huge_pages() -> None:
@@ -60,9 +65,13 @@ def reexec_with_huge_pages() -> None:
     except OSError:
         return
     env = reexec_environment(os.environ, sys.platform, platform.libc_ver(), thp_mode)
-    if env is None:
+    # A script read from stdin cannot be read again; an embedded interpreter has no executable.
+    if env is None or not sys.executable or sys.orig_argv[1:2] == ["-"]:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    # orig_argv keeps the interpreter's own options and `-m module` or the script path.
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    try:
+        # orig_argv keeps the interpreter's own options and `-m module` or the script path.
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    except OSError:
+        return  # run on as we are: only slower

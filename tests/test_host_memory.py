@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from rnnlm.host_memory import THP_MODE, TUNABLE, reexec_environment
+from rnnlm.host_memory import DONE, THP_MODE, TUNABLE, reexec_environment
 
 GLIBC = ("glibc", "2.36")
 MADVISE = "always [madvise] never\n"
@@ -19,7 +19,10 @@ MADVISE = "always [madvise] never\n"
     ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "linux", GLIBC, MADVISE, f"glibc.malloc.arena_max=2:{TUNABLE}=1"),
     ({"GLIBC_TUNABLES": f"{TUNABLE}=0"}, "linux", GLIBC, MADVISE, None),  # the user's choice, or our own exec
     ({"RNNLM_HUGE_PAGES": "0"}, "linux", GLIBC, MADVISE, None),
-    ({}, "linux", ("glibc", "2.31"), MADVISE, None),  # the tunable came with 2.35
+    ({"RNNLM_HUGE_PAGES": "Off"}, "linux", GLIBC, MADVISE, None),
+    ({DONE: "1"}, "linux", GLIBC, MADVISE, None),  # the tunable was dropped on the way: no second exec
+    ({}, "linux", ("glibc", "2.35"), MADVISE, f"{TUNABLE}=1"),
+    ({}, "linux", ("glibc", "2.34"), MADVISE, None),  # the tunable came with 2.35
     ({}, "linux", ("", ""), MADVISE, None),  # musl
     ({}, "linux", GLIBC, "[always] madvise never\n", None),  # huge pages already
     ({}, "linux", GLIBC, "always madvise [never]\n", None),
@@ -30,6 +33,7 @@ def test_when_to_reexecute(environ, system, libc, thp, want):
     assert (env and env["GLIBC_TUNABLES"]) == want
     if env:
         assert env["PATH"] == "/bin"  # the rest of the environment travels unchanged
+        assert reexec_environment(env, system, libc, thp) is None  # and the new process runs on
 
 
 def _python(code, env):
@@ -37,7 +41,7 @@ def _python(code, env):
 
 
 def _this_machine_env():
-    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "RNNLM_HUGE_PAGES")}
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "RNNLM_HUGE_PAGES", DONE)}
     thp = THP_MODE.read_text() if THP_MODE.exists() else ""
     return env, reexec_environment(env, sys.platform, platform.libc_ver(), thp)
 

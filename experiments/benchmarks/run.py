@@ -101,7 +101,9 @@ def environment() -> dict:
            "jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__,
            "device": str(jax.devices()[0].device_kind), "jax_backend": jax.default_backend(),
            "jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
-           "time": datetime.datetime.now().isoformat(timespec="seconds")}
+           "time": datetime.datetime.now().isoformat(timespec="seconds"),
+           # malloc on huge pages or not (rnnlm/host_memory.py) moves both sides' rates
+           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
     if impls.available("torch"):
         import torch
         env.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
