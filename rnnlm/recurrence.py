@@ -118,9 +118,12 @@ def _scan_fused_bwd(cell, reverse, unroll, in_loop, residuals, cotangents):
     # The same for both places of the input projection: the residuals do not depend on it.
     small, w_x, w_h, carries_in, xs, pre, mask = residuals
     d_final, d_ys = cotangents
+    k = pre[0].shape[-1]  # width of the summed blocks
 
-    def body(d_carry, inputs):
-        c, (summed, g_rest, gh_rest), d_y, m = inputs
+    def body(carry, inputs):
+        d_carry, buf = carry
+        t, c, (g_rest, gh_rest), d_y, m = inputs
+        summed = buf[t]
         # Rebuild pre-activations that give the core the same inputs: the summed blocks
         # wholly in g, and the per-part blocks as they were.
         g = jnp.concatenate([summed, g_rest], axis=-1)
@@ -129,20 +132,31 @@ def _scan_fused_bwd(cell, reverse, unroll, in_loop, residuals, cotangents):
         _, vjp = jax.vjp(step, small, c, g, gh_rest)
         d_small, d_c, d_g, d_gh_rest = vjp((d_carry, d_y))
         # A summed block's gradient is the same for its input and recurrent parts.
-        d_gh = jnp.concatenate([d_g[..., :summed.shape[-1]], d_gh_rest], axis=-1)
-        # The recurrent matmul's input gradient is sequential; the weight gradients are not (below).
-        d_h = d_c[-1] + matmul(d_gh, w_h.T)
-        return d_c[:-1] + (d_h,), (None if cell.additive else d_g, d_gh, d_small)
+        d_summed, d_g_rest = d_g[..., :k], d_g[..., k:]
+        d_h = d_c[-1] + matmul(jnp.concatenate([d_summed, d_gh_rest], axis=-1), w_h.T)
+        # Each step's gradients overwrite the pre-activations they were made from, which
+        # the loop has just read for the last time: no second [T, B, G*H] array (README, levers).
+        return (d_c[:-1] + (d_h,), buf.at[t].set(d_summed)), (d_g_rest, d_gh_rest, d_small)
 
-    d_carry, (d_gx, d_ghs, d_smalls) = jax.lax.scan(body, d_final, (carries_in, pre, d_ys, mask),
-                                                    reverse=not reverse, unroll=unroll)
-    if cell.additive:  # every block summed: d(gx) = d(gh), one array kept
-        d_gx = d_ghs
-    # Every step's products with the weights at once, as [D or H, T*B] @ [T*B, G*H] matmuls.
-    d_w_x = weight_gradient(xs, d_gx, w_x)
-    d_w_h = weight_gradient(carries_in[-1], d_ghs, w_h)
+    steps = jnp.arange(d_ys.shape[0])
+    (d_carry, d_summed), (d_g_rest, d_gh_rest, d_smalls) = jax.lax.scan(
+        body, (d_final, pre[0]), (steps, carries_in, pre[1:], d_ys, mask), reverse=not reverse, unroll=unroll)
+    # Every step's products with the weights at once, as [D or H, T*B] @ [T*B, G*H] matmuls,
+    # block by block so that the summed blocks' one gradient serves both weights.
+    h_in = carries_in[-1]
+    d_w_x = _blocks(weight_gradient(xs, d_summed, w_x), weight_gradient(xs, d_g_rest, w_x))
+    d_w_h = _blocks(weight_gradient(h_in, d_summed, w_h), weight_gradient(h_in, d_gh_rest, w_h))
+    d_b = _blocks(d_summed.sum((0, 1)), d_g_rest.sum((0, 1)))
+    d_xs = matmul(d_summed, w_x[:, :k].T)
+    if d_g_rest.shape[-1]:
+        d_xs = d_xs + matmul(d_g_rest, w_x[:, k:].T)
     d_small = jax.tree_util.tree_map(lambda d: d.sum(0), d_smalls)
-    return d_small, d_w_x, d_gx.sum((0, 1)), d_w_h, d_carry, matmul(d_gx, w_x.T), None
+    return d_small, d_w_x, d_b, d_w_h, d_carry, d_xs, None
+
+
+def _blocks(summed, rest):
+    """The gradient of all G*H columns from the summed blocks' and the rest's (empty for additive cells)."""
+    return jnp.concatenate([summed, rest], axis=-1) if rest.shape[-1] else summed
 
 
 _scan_fused.defvjp(_scan_fused_fwd, _scan_fused_bwd)
