@@ -38,8 +38,8 @@ def scan_layer(cell: Cell, params, carry, xs, mask=None, *, reverse=False, unrol
 
     Cells with a separable recurrent matmul (all but gru_cho) differentiate through
     `_scan_fused`, whose hand-written backward pass computes the weight gradients
-    as one [D or H, T*B] @ [T*B, G*H] matmul each after the loop instead of T small
-    ones inside it; gru_cho projects its inputs before the loop and uses JAX's own
+    as [D or H, T*B] @ [T*B, G*H] matmuls after the loop (split by gate blocks,
+    summed or not: one for the LSTM, two for the GRU) instead of T small ones inside it; gru_cho projects its inputs before the loop and uses JAX's own
     scan transpose (`scan_plain`).
     """
     if cell.core is None:
