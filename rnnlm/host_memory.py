@@ -4,10 +4,10 @@ XLA's CPU client takes every step's temporaries from malloc, and glibc serves
 the large ones as fresh mappings that are unmapped again when the step frees
 them, so the next step faults its buffers back in 4 KiB at a time: ~420 MB and
 ~105,000 page faults per char GRU train step, whose time they raised by ~14%
-(ptb_small LSTM ~7%; README, table of levers). glibc >= 2.35 can ask for transparent huge pages for
-malloc's memory (the tunable `glibc.malloc.hugetlb=1`: 2 MiB faults, 512 times
-fewer), but it reads tunables only when a process starts, hence one `execve`
-before anything heavy is imported. Nothing is kept that the step would not
+(ptb_small LSTM ~7%; README, table of levers). glibc >= 2.35 can ask for
+transparent huge pages for malloc's memory (the tunable `glibc.malloc.hugetlb=1`:
+2 MiB faults, 512 times fewer), but it reads tunables only when a process
+starts, hence one `execve` before anything heavy is imported. Nothing is kept that the step would not
 hold anyway, unlike switching glibc's trimming and mmap off (which sped the
 step up as much but let the heap grow to twice its size).
 

@@ -39,8 +39,9 @@ def scan_layer(cell: Cell, params, carry, xs, mask=None, *, reverse=False, unrol
     Cells with a separable recurrent matmul (all but gru_cho) differentiate through
     `_scan_fused`, whose hand-written backward pass computes the weight gradients
     as [D or H, T*B] @ [T*B, G*H] matmuls after the loop (split by gate blocks,
-    summed or not: one for the LSTM, two for the GRU) instead of T small ones inside it; gru_cho projects its inputs before the loop and uses JAX's own
-    scan transpose (`scan_plain`).
+    summed or not: one for the LSTM, two for the GRU) instead of T small ones
+    inside it; gru_cho projects its inputs before the loop and uses JAX's own scan
+    transpose (`scan_plain`).
     """
     if cell.core is None:
         return scan_plain(cell, params, carry, project_inputs(params, xs), mask, reverse=reverse, unroll=unroll)

@@ -40,10 +40,13 @@ def _python(code, env):
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
 
 
+def _thp_mode():
+    return THP_MODE.read_text() if THP_MODE.exists() else ""
+
+
 def _this_machine_env():
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "RNNLM_HUGE_PAGES", DONE)}
-    thp = THP_MODE.read_text() if THP_MODE.exists() else ""
-    return env, reexec_environment(env, sys.platform, platform.libc_ver(), thp)
+    return env, reexec_environment(env, sys.platform, platform.libc_ver(), _thp_mode())
 
 
 def test_the_process_is_replaced_with_the_tunable_set():
@@ -56,9 +59,10 @@ def test_the_tunable_puts_a_large_malloc_on_huge_pages():
     """The premise of the exec: without the tunable a 64 MiB malloc gets 4 KiB pages, with it huge ones."""
     env, expected = _this_machine_env()
     if expected is None:  # nothing to gain here, and nothing is done: the decision is what is checked
-        assert reexec_environment(env, sys.platform, platform.libc_ver(), THP_MODE.read_text() if THP_MODE.exists() else "") is None
+        assert reexec_environment(env, sys.platform, platform.libc_ver(), _thp_mode()) is None
         return
-    code = ("import ctypes, re; libc = ctypes.CDLL('libc.so.6'); libc.malloc.restype = ctypes.c_void_p; n = 64 << 20; p = libc.malloc(n); ctypes.memset(p, 1, n); "
+    code = ("import ctypes, re; libc = ctypes.CDLL('libc.so.6'); libc.malloc.restype = ctypes.c_void_p; "
+            "n = 64 << 20; p = libc.malloc(n); ctypes.memset(p, 1, n); "
             "print(re.search(r'AnonHugePages:\\s+(\\d+)', open('/proc/self/smaps_rollup').read()).group(1))")
     assert int(_python(code, env)) == 0
     assert int(_python(code, expected)) >= 32 * 1024  # kB: at least half of the buffer on 2 MiB pages

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rnnlm import recurrence
+from rnnlm.cells import get_cell
 from rnnlm.models import LanguageModel
 
 V, B, T = 11, 2, 8
@@ -139,8 +140,6 @@ def test_the_backward_pass_writes_gate_gradients_over_the_pre_activations(cell_n
     float32 array: what the residuals need and no more (the stacked gradient
     this replaced added 4 units for the LSTM and the GRU alike).
     """
-    from rnnlm.cells import get_cell
-
     steps, batch, inputs, hidden = 64, 8, 16, 32
     cell = get_cell(cell_name)
     params = cell.init_params(jax.random.PRNGKey(0), inputs, hidden)
