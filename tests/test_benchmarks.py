@@ -35,6 +35,7 @@ def test_tiny_benchmark_writes_table_and_json(tmp_path, capsys):
         if "torch" in names:
             assert row["ratio_to_torch"]["train_tokens_per_s"] > 0
     assert all(g > 0 for g in doc["matmul_peak_gflops"].values())
+    assert doc["targets"] == []  # set for the real shapes only
 
     table = capsys.readouterr().out
     lines = [line for line in table.splitlines() if line.startswith("|")]
@@ -66,3 +67,41 @@ def test_bad_names_are_refused_in_one_line(tmp_path, capsys):
     assert cli.main(["bench", "--tiny", "--cells", "lstm,tree", "--out", str(tmp_path / "x.json")]) == 2
     assert "rnnlm: error: unknown cell(s) tree" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def _row(impl, train, eval_, train_gflops, eval_gflops):
+    summary = lambda xs: {"median": sorted(xs)[len(xs) // 2], "min": min(xs), "max": max(xs), "samples": xs}
+    return {"config": "ptb_small", "cell": "lstm", "impl": impl, "train_tokens_per_s": summary(train),
+            "eval_tokens_per_s": summary(eval_), "train_gflops": train_gflops, "eval_gflops": eval_gflops}
+
+
+def test_paired_ratios_and_targets_against_the_probe():
+    # Repetition 2 was slow for both sides: the ratio of medians (1.5) and the per-repetition ratios
+    # (1.25, 1.2, 2.0) differ, and the table shows both.
+    mine = _row("rnnlm", [10.0, 12.0, 6.0], [30.0, 30.0, 30.0], 120.0, 100.0)
+    torch = _row("torch", [8.0, 10.0, 3.0], [20.0, 10.0, 20.0], 100.0, 50.0)
+    doc = {"results": [mine, torch], "matmul_peak_gflops": {"jax": 200.0}}
+    report.add_ratios(doc["results"], ["train_tokens_per_s", "eval_tokens_per_s"])
+    assert mine["ratio_to_torch"]["train_tokens_per_s"] == pytest.approx(10.0 / 8.0)
+    assert mine["paired_ratio_to_torch"]["train_tokens_per_s"] == pytest.approx(
+        {"median": 1.25, "min": 1.2, "max": 2.0})
+    assert "paired_ratio_to_torch" not in torch
+    assert "×1.25 (1.20–2.00)" in report._throughput(mine, "train_tokens_per_s")
+
+    targets = {t["metric"]: t for t in report.target_rows(doc)}
+    # train: 1.3 x PyTorch's 100 GFLOP/s asks for 130 = 65% of the probe; at the probe, 2x is reachable.
+    assert targets["train"]["needed_gflops"] == pytest.approx(130.0)
+    assert targets["train"]["needed_fraction_of_probe"] == pytest.approx(0.65)
+    assert targets["train"]["ceiling"] == pytest.approx(2.0)
+    # eval: ratio 1.5 meets 1.5; with PyTorch at 150 GFLOP/s the ceiling would be 1.33, out of reach.
+    assert targets["eval"]["ratio"] == pytest.approx(1.5)
+    doc["targets"] = report.target_rows(doc)
+    table = report.target_table(doc)
+    assert "| ptb_small | lstm | train 1.3x | 100 | 130 (65%) | 120 | ×1.25 (1.20–2.00) | ×2.00 | no |" in table
+    assert table.splitlines()[-1].endswith("| yes |")
+    # The same row against a faster PyTorch (150 GFLOP/s): 1.5x would need 112% of the probe.
+    mine["eval_tokens_per_s"] = {"median": 24.0, "min": 24.0, "max": 24.0, "samples": [24.0] * 3}
+    torch["eval_gflops"] = 150.0
+    report.add_ratios(doc["results"], ["train_tokens_per_s", "eval_tokens_per_s"])
+    doc["targets"] = report.target_rows(doc)
+    assert report.target_table(doc).splitlines()[-1].endswith("| ×1.33 | out of reach |")
