@@ -9,6 +9,11 @@ process per point):
 
     python -m experiments.benchmarks.run --memory-figure --configs ptb_medium --out bench_memory.json
 
+Besides the main table (medians, ranges, ratios to PyTorch with the range of
+the per-repetition ratios), a full run prints the project's speed targets
+against the matmul probe: what each asks for and the best ratio reachable at
+the probe's rate (`report.TARGETS`, `report.target_rows`).
+
 `--tiny` shrinks every shape so either runs in seconds (what the tests do). On a
 machine busy with other work add `--torch-threads 1`: PyTorch's OpenMP threads
 spin-wait for each other and stall badly when the cores are oversubscribed.
