@@ -137,7 +137,8 @@ def test_chunked_losses_equal_one_pass_over_all_logits(tie):
     def reference(params, features):
         logits = model.apply({"params": params}, features, method=model.decode)
         return (optax.softmax_cross_entropy_with_integer_labels(logits, targets) * weights).sum()
-    # Scaled by 1e3 the logits reach the thousands: exp overflows unless the row's maximum comes off first.
+    # Scaled by 1e3 the logits reach the thousands: exp overflows unless the row's maximum comes off first
+    # (evaluation shifts by the target's logit and must fall back to the maximum there).
     wants = [jax.value_and_grad(reference, argnums=(0, 1))(params, f) for f in (features, 1e3 * features)]
     for chunk_logits in (3 * 11 * 2, 3 * 11 * 3, 10**6):  # 4 chunks of 2 steps, 3 of 3 (7 steps: padded), or 1
         for train in (False, True):
