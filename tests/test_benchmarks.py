@@ -76,8 +76,8 @@ def _row(impl, train, eval_, train_gflops, eval_gflops):
 
 
 def test_paired_ratios_and_targets_against_the_probe():
-    # Repetition 2 was slow for both sides: the ratio of medians (1.5) and the per-repetition ratios
-    # (1.25, 1.2, 2.0) differ, and the table shows both.
+    # Repetition 3 was slow for both sides (6 and 3 tokens/s): the ratio of medians is 10 / 8 and the
+    # per-repetition ratios are 1.25, 1.2 and 2.0; the cell shows the first and the range of the others.
     mine = _row("rnnlm", [10.0, 12.0, 6.0], [30.0, 30.0, 30.0], 120.0, 100.0)
     torch = _row("torch", [8.0, 10.0, 3.0], [20.0, 10.0, 20.0], 100.0, 50.0)
     doc = {"results": [mine, torch], "matmul_peak_gflops": {"jax": 200.0}}
