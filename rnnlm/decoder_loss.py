@@ -81,11 +81,12 @@ def _shifted_chunk_nll(f, t, w, weight, bias):
     without writing the [rows, V] logits anywhere (README, levers). It overflows only where some logit
     exceeds the target's by about 80 (a probability below 1e-34); such a chunk is recomputed with the
     max-shifted loss. The shift is capped at 80 so that no exp is infinite: an infinite one would make
-    the gradient NaN (0 * inf) even on the other branch, and a sum below exp(80) proves no cap was hit.
+    the gradient NaN (0 * inf) even on the other branch. A capped term is exp(80) give or take the
+    backend's rounding of exp, so a sum below half of it proves no cap was hit.
     """
     target = _target_logits(f, t, weight, bias)
     total = jnp.exp(jnp.minimum(f @ weight + bias - target[..., None], _MAX_SHIFT)).sum(axis=-1)
-    return jax.lax.cond((total < math.exp(_MAX_SHIFT)).all(),
+    return jax.lax.cond((total < 0.5 * math.exp(_MAX_SHIFT)).all(),
                         lambda: (jnp.log(total) * w).sum(),
                         lambda: (token_nll(f @ weight + bias, t) * w).sum())
 
