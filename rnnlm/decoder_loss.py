@@ -85,6 +85,8 @@ def _shifted_chunk_nll(f, t, w, weight, bias):
     backend's rounding of exp, so a sum below half of it proves no cap was hit.
     """
     target = _target_logits(f, t, weight, bias)
+    # The fallback makes the logits again on purpose: handing it these ones would make them a
+    # `cond` operand, written to memory for every chunk, and undo the fused loop.
     total = jnp.exp(jnp.minimum(f @ weight + bias - target[..., None], _MAX_SHIFT)).sum(axis=-1)
     return jax.lax.cond((total < 0.5 * math.exp(_MAX_SHIFT)).all(),
                         lambda: (jnp.log(total) * w).sum(),

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from experiments.benchmarks import impls, report, run, shapes
+from experiments.benchmarks import impls, report, run, shapes, timing
 from rnnlm import cli
 from rnnlm.errors import UserError
 
@@ -70,9 +70,8 @@ def test_bad_names_are_refused_in_one_line(tmp_path, capsys):
 
 
 def _row(impl, train, eval_, train_gflops, eval_gflops):
-    summary = lambda xs: {"median": sorted(xs)[len(xs) // 2], "min": min(xs), "max": max(xs), "samples": xs}
-    return {"config": "ptb_small", "cell": "lstm", "impl": impl, "train_tokens_per_s": summary(train),
-            "eval_tokens_per_s": summary(eval_), "train_gflops": train_gflops, "eval_gflops": eval_gflops}
+    return {"config": "ptb_small", "cell": "lstm", "impl": impl, "train_tokens_per_s": timing.summary(train),
+            "eval_tokens_per_s": timing.summary(eval_), "train_gflops": train_gflops, "eval_gflops": eval_gflops}
 
 
 def test_paired_ratios_and_targets_against_the_probe():
@@ -100,7 +99,7 @@ def test_paired_ratios_and_targets_against_the_probe():
     assert "| ptb_small | lstm | train 1.3x | 100 | 130 (65%) | 120 | ×1.25 (1.20–2.00) | ×2.00 | no |" in table
     assert table.splitlines()[-1].endswith("| yes |")
     # The same row against a faster PyTorch (150 GFLOP/s): 1.5x would need 112% of the probe.
-    mine["eval_tokens_per_s"] = {"median": 24.0, "min": 24.0, "max": 24.0, "samples": [24.0] * 3}
+    mine["eval_tokens_per_s"] = timing.summary([24.0] * 3)
     torch["eval_gflops"] = 150.0
     report.add_ratios(doc["results"], ["train_tokens_per_s", "eval_tokens_per_s"])
     doc["targets"] = report.target_rows(doc)
