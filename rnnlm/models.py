@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from rnnlm.cells import get_cell, matmul
-from rnnlm.recurrence import dropout, initial_carry, run_stack, scan_layer
+from rnnlm.recurrence import dropout, initial_carry, input_table, run_stack, scan_layer
 
 
 def _uniform_init(scale):
@@ -40,6 +40,7 @@ class LanguageModel(nn.Module):
     unroll: int = 1  # lax.scan unroll factor of training's forward and backward passes
     eval_unroll: int = 2  # lax.scan unroll factor of forward-only passes (evaluation, scoring, prompts)
     matmul_dtype: str = "float32"  # "bfloat16": matmuls in bfloat16 with float32 accumulation
+    fold_embedding: bool = True  # the first layer reads embedding @ w_x + b by token id where that is cheaper
 
     def setup(self):
         cell = get_cell(self.cell)
@@ -65,12 +66,19 @@ class LanguageModel(nn.Module):
     def features(self, tokens, carry, *, train: bool = False):
         """tokens [B, T] -> (features [B, T, F], carry): everything before the decoder matmul."""
         rng = self.make_rng("dropout") if train and (self.dropout or self.embed_dropout) else None
-        xs = jnp.take(self.embedding, tokens.T, axis=0)  # [T, B, E]: transpose ids, not activations
-        if rng is not None:
+        layers = [self._cast_matrices(p) for p in self.layers]
+        if self._folds(tokens, rng):
+            # The first layer gathers rows of embedding @ w_x + b by id instead of multiplying
+            # every token's embedding by w_x: same values, V rows of matmul instead of B*T.
+            layers[0] = {**layers[0], "w_x": input_table(self._cast(self.embedding), layers[0])}
+            xs = tokens.T
+        else:
+            xs = jnp.take(self.embedding, tokens.T, axis=0)  # [T, B, E]: transpose ids, not activations
+        if rng is not None and self.embed_dropout:
             xs = dropout(jax.random.fold_in(rng, 0), self.embed_dropout, xs)
         # Unrolling halves a forward-only loop's per-step overhead (ptb_small eval +10-15%) but slowed
         # training's backward pass, so the two passes have their own factors.
-        carry, ys = run_stack(get_cell(self.cell), [self._cast_matrices(p) for p in self.layers], carry, xs,
+        carry, ys = run_stack(get_cell(self.cell), layers, carry, xs,
                               dropout_rate=self.dropout, rng=rng, unroll=self.unroll if train else self.eval_unroll)
         if rng is not None:
             ys = dropout(jax.random.fold_in(rng, self.num_layers), self.dropout, ys)
@@ -78,6 +86,20 @@ class LanguageModel(nn.Module):
         if self.tie_weights and self.hidden_size != self.embed_size:
             ys = matmul(ys, self._cast(self.projection))
         return ys, carry
+
+    def _folds(self, tokens, rng) -> bool:
+        """Whether `features` reads the first layer's inputs from `input_table` (README, levers).
+
+        Not under embedding dropout (each position's input then differs). Only for a vocabulary
+        no larger than the embedding, since a forward-only pass reads the table through a
+        [B, V] one-hot matmul that must cost no more than the [B, E] product it replaces, and only
+        for a call with at least twice as many tokens as the vocabulary has entries, so that the
+        table's own V rows of matmul (and of gradient) cost at most half the per-token products
+        they replace. Character models qualify (V = 65, E = 128, thousands of tokens a window);
+        word models and one-token sampling steps do not.
+        """
+        return (self.fold_embedding and not (rng is not None and self.embed_dropout)
+                and self.vocab_size <= self.embed_size and 2 * self.vocab_size <= tokens.size)
 
     def decoder_weights(self):
         """(weight [F, V] in the matmul dtype, bias [V]): logits = features @ weight + bias."""

@@ -10,6 +10,12 @@ than one [T*B, D] @ [D, G*H] matmul before the loop (README, Design), which is
 kept on accelerators (`project_in_loop`). The backward pass makes the weight
 gradients and the input gradient after its loop either way, as matmuls over all
 T*B rows.
+
+The first layer of a model over a small vocabulary can instead read a table of
+every vocabulary entry's projection, embedding @ w_x + b ([V, G*H], `input_table`),
+and read each step's rows from it by token id (`_table_rows`): no [B, D] @ [D, G*H]
+input product in either pass, and the backward pass scatter-adds the gate
+gradients into the table's V rows instead of two matmuls over all T*B rows.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ def scan_layer(cell: Cell, params, carry, xs, mask=None, *, reverse=False, unrol
     """One recurrent layer over a sequence.
 
     Args:
-      xs: [T, B, D] inputs.
+      xs: [T, B, D] inputs, or [T, B] integer ids into params["w_x"] when that is an
+        `input_table` (the bias inside it, params["b"] unused).
       carry: the cell's carry, a tuple of [B, H].
       mask: optional [T, B] bool; where False the step is padding: the carry is
         kept unchanged and the output is zero, so padding never reaches the state.
@@ -43,11 +50,24 @@ def scan_layer(cell: Cell, params, carry, xs, mask=None, *, reverse=False, unrol
     inside it; gru_cho projects its inputs before the loop and uses JAX's own scan
     transpose (`scan_plain`).
     """
+    ids = jnp.issubdtype(xs.dtype, jnp.integer)
     if cell.core is None:
-        return scan_plain(cell, params, carry, project_inputs(params, xs), mask, reverse=reverse, unroll=unroll)
+        gx = jnp.take(params["w_x"], xs, axis=0) if ids else project_inputs(params, xs)
+        return scan_plain(cell, params, carry, gx, mask, reverse=reverse, unroll=unroll)
     small = {k: v for k, v in params.items() if k not in ("w_x", "w_h", "b")}
     in_loop = project_in_loop() if in_loop is None else in_loop
-    return _scan_fused(cell, reverse, unroll, in_loop, small, params["w_x"], params["b"], params["w_h"], carry, xs, mask)
+    b = None if ids else params["b"]
+    return _scan_fused(cell, reverse, unroll, in_loop, small, params["w_x"], b, params["w_h"], carry, xs, mask)
+
+
+def input_table(embedding, params):
+    """Every vocabulary entry's input projection, embedding @ w_x + b: [V, G*H] in float32.
+
+    Row v is what the layer's step would compute for x_t = embedding[v], so reading rows by
+    token id replaces the per-step input matmul; worth it for a small vocabulary and a call with
+    many more tokens than it has entries (`LanguageModel.fold_embedding`).
+    """
+    return matmul(embedding, params["w_x"]).astype(jnp.float32) + params["b"]
 
 
 def scan_plain(cell: Cell, params, carry, gx, mask=None, *, reverse=False, unroll=1):
@@ -85,15 +105,23 @@ def project_in_loop() -> bool:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
 def _scan_fused(cell, reverse, unroll, in_loop, small, w_x, b, w_h, carry, xs, mask):
-    return _scan_fused_fwd(cell, reverse, unroll, in_loop, small, w_x, b, w_h, carry, xs, mask)[0]
+    # Forward only (evaluation, scoring, sampling): a table is read through one-hot rows where a
+    # gather would land in the gate arithmetic (`_table_rows`).
+    return _forward(cell, reverse, unroll, in_loop, not cell.additive, small, w_x, b, w_h, carry, xs, mask)[0]
 
 
 def _scan_fused_fwd(cell, reverse, unroll, in_loop, small, w_x, b, w_h, carry, xs, mask):
+    return _forward(cell, reverse, unroll, in_loop, False, small, w_x, b, w_h, carry, xs, mask)
+
+
+def _forward(cell, reverse, unroll, in_loop, one_hot, small, w_x, b, w_h, carry, xs, mask):
+    ids = jnp.issubdtype(xs.dtype, jnp.integer)
+    in_loop = in_loop or ids
     gx = None if in_loop else matmul(xs, w_x) + b
 
     def body(c, inputs):
         x, m = inputs
-        g = matmul(x, w_x) + b if in_loop else x
+        g = (_table_rows(w_x, x, one_hot) if ids else matmul(x, w_x) + b) if in_loop else x
         gh = matmul(c[-1], w_h)
         new_c, y = _core_step(cell, small, c, g, gh, m)
         # Keep each step's incoming carry and what the backward pass needs of the pre-activations.
@@ -102,6 +130,22 @@ def _scan_fused_fwd(cell, reverse, unroll, in_loop, small, w_x, b, w_h, carry, x
     final, (ys, carries_in, pre) = jax.lax.scan(body, carry, (xs if in_loop else gx, mask),
                                                 reverse=reverse, unroll=unroll)
     return (final, ys), (small, w_x, w_h, carries_in, xs, pre, mask)
+
+
+def _table_rows(table, ids, one_hot):
+    """table[ids], each step's rows of an `input_table`.
+
+    Where every gate block sees x_t's part only summed with h's (`Cell.additive`: LSTM), XLA adds the
+    gathered rows to the recurrent matmul's result inside its fusion, for free. A GRU's candidate takes
+    the input's n block apart, and in a forward-only loop XLA fuses the gather into that gate
+    arithmetic, which then ran ~5x slower (char GRU evaluation, XLA's profile: 6.5 -> 38 ms a window);
+    there the rows come from a one-hot matmul instead (exact: one product by 1, the rest by 0).
+    Under differentiation the gather measured faster for both (README, levers)."""
+    if one_hot:
+        # HIGHEST: accelerators' default float32 matmul (bf16 passes on TPUs, TF32 on GPUs) would round the rows.
+        return jnp.dot(jax.nn.one_hot(ids, table.shape[0], dtype=table.dtype), table,
+                       precision=jax.lax.Precision.HIGHEST)
+    return table[ids]
 
 
 def _pre_activations(cell, g, gh):
@@ -145,13 +189,19 @@ def _scan_fused_bwd(cell, reverse, unroll, in_loop, residuals, cotangents):
     # Every step's products with the weights at once, as [D or H, T*B] @ [T*B, G*H] matmuls,
     # block by block so that the summed blocks' one gradient serves both weights.
     h_in = carries_in[-1]
-    d_w_x = _blocks(weight_gradient(xs, d_summed, w_x), weight_gradient(xs, d_g_rest, w_x))
     d_w_h = _blocks(weight_gradient(h_in, d_summed, w_h), weight_gradient(h_in, d_gh_rest, w_h))
+    d_small = jax.tree_util.tree_map(lambda d: d.sum(0), d_smalls)
+    if jnp.issubdtype(xs.dtype, jnp.integer):
+        # A table's row gets the gradients of every step that read it: a scatter-add, no matmul.
+        rows = xs.reshape(-1)
+        scatter = lambda d: jnp.zeros((w_x.shape[0], d.shape[-1]), w_x.dtype).at[rows].add(d.reshape(rows.size, -1))
+        d_w_x = _blocks(scatter(d_summed), scatter(d_g_rest))
+        return d_small, d_w_x, None, d_w_h, d_carry, None, None
+    d_w_x = _blocks(weight_gradient(xs, d_summed, w_x), weight_gradient(xs, d_g_rest, w_x))
     d_b = _blocks(d_summed.sum((0, 1)), d_g_rest.sum((0, 1)))
     d_xs = matmul(d_summed, w_x[:, :k].T)
     if d_g_rest.shape[-1]:
         d_xs = d_xs + matmul(d_g_rest, w_x[:, k:].T)
-    d_small = jax.tree_util.tree_map(lambda d: d.sum(0), d_smalls)
     return d_small, d_w_x, d_b, d_w_h, d_carry, d_xs, None
 
 

@@ -11,7 +11,7 @@ from jax.test_util import check_grads
 
 from rnnlm.cells import CELLS, get_cell, project_inputs
 from rnnlm.errors import UserError
-from rnnlm.recurrence import scan_layer, scan_plain
+from rnnlm.recurrence import input_table, scan_layer, scan_plain
 
 B, D, H, T = 3, 5, 4, 6
 
@@ -207,6 +207,40 @@ def test_hand_written_backward_through_time_equals_autodiff(name, reverse, in_lo
     plain = lambda p, c, xs: scan_plain(cell, p, c, project_inputs(p, xs), mask, reverse=reverse)
     got = jax.grad(functools.partial(loss, fused), argnums=(0, 1, 2))(params, carry, inputs)
     want = jax.grad(functools.partial(loss, plain), argnums=(0, 1, 2))(params, carry, inputs)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["masked", "unmasked"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_a_layer_reading_an_input_table_by_id_equals_embedding_then_projection(name, reverse, masked):
+    """scan_layer over token ids into input_table(embedding, params): the same outputs (forward-only, one-hot
+    rows) and the same gradients for the embedding and every weight (gathered rows, scatter-added
+    backward) as the layer over embedding[ids], differentiated by JAX."""
+    cell, vocab = get_cell(name), 7
+    params, carry = random_params(name), random_carry(name)
+    embedding = jax.random.normal(jax.random.PRNGKey(5), (vocab, D))
+    ids = jax.random.randint(jax.random.PRNGKey(6), (T, B), 0, vocab).at[0].set(vocab - 1)
+    mask = jnp.asarray(np.arange(T)[:, None] < np.array([T, 2, 4])[None, :]) if masked else None
+
+    def by_table(params, embedding, carry):
+        table_params = {**params, "w_x": input_table(embedding, params)}
+        return scan_layer(cell, table_params, carry, ids, mask, reverse=reverse)
+
+    def by_embedding(params, embedding, carry):
+        xs = embedding[ids]
+        return scan_plain(cell, params, carry, project_inputs(params, xs), mask, reverse=reverse)
+
+    def loss(layer, *args):
+        final, ys = layer(*args)
+        return jnp.sum(ys * jnp.arange(1.0, H + 1.0)) + sum(jnp.sum(c ** 2) for c in final)
+
+    for a, b in zip(jax.tree_util.tree_leaves(jax.jit(by_table)(params, embedding, carry)),
+                    jax.tree_util.tree_leaves(by_embedding(params, embedding, carry))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    got = jax.grad(functools.partial(loss, by_table), argnums=(0, 1, 2))(params, embedding, carry)
+    want = jax.grad(functools.partial(loss, by_embedding), argnums=(0, 1, 2))(params, embedding, carry)
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 

@@ -148,3 +148,58 @@ def test_the_backward_pass_writes_gate_gradients_over_the_pre_activations(cell_n
     grad = jax.grad(lambda p, x: recurrence.scan_layer(cell, p, carry, x, in_loop=True)[1].sum(), argnums=(0, 1))
     temp = jax.jit(grad).lower(params, xs).compile().memory_analysis().temp_size_in_bytes
     assert temp / (steps * batch * hidden * 4) < residual_units + 0.5
+
+
+@pytest.mark.parametrize("cell,matmul_dtype,tie", [("lstm", "float32", False), ("gru", "float32", True),
+                                                   ("gru_cho", "float32", False), ("lstm", "bfloat16", False)])
+def test_folding_the_embedding_into_the_first_layer_changes_no_number(cell, matmul_dtype, tie):
+    """fold_embedding (the first layer reads embedding @ w_x + b by id) against the plain lookup: same
+    logits (evaluation) and same loss and gradients (training, with dropout between layers). With bfloat16
+    matmuls the gradients are rounded to bfloat16 at different points (a table row's summed gradient
+    instead of each token's), so there they agree to bfloat16 precision."""
+    vocab, batch = 5, 4
+    plain = LanguageModel(vocab_size=vocab, embed_size=6, hidden_size=6, num_layers=2, cell=cell, dropout=0.3,
+                          tie_weights=tie, matmul_dtype=matmul_dtype, fold_embedding=False)
+    folded = plain.clone(fold_embedding=True)
+    tokens = jax.random.randint(jax.random.PRNGKey(3), (batch, T), 0, vocab)
+    carry = plain.initial_carry(batch)
+    params = plain.init({"params": jax.random.PRNGKey(0)}, tokens, carry)["params"]
+    assert folded._folds(tokens, None) and not plain._folds(tokens, None)
+
+    def logits(model):
+        return jax.jit(lambda p: model.apply({"params": p}, tokens, carry)[0])(params)
+
+    def loss_and_grads(model):
+        def loss(p):
+            out, _ = model.apply({"params": p}, tokens, carry, train=True, rngs={"dropout": jax.random.PRNGKey(4)})
+            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(out), tokens[..., None], -1))
+        return jax.jit(jax.value_and_grad(loss))(params)
+
+    np.testing.assert_allclose(logits(folded), logits(plain), rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(loss_and_grads(folded)), jax.tree_util.tree_leaves(loss_and_grads(plain))):
+        if matmul_dtype == "float32":
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        else:
+            assert float(jnp.linalg.norm(a - b)) <= 1e-2 * float(jnp.linalg.norm(b)) + 1e-7
+
+
+def test_the_embedding_is_folded_only_where_it_is_cheaper_and_exact():
+    """Folded only for a vocabulary no larger than the embedding, a call of at least 2V tokens, and no
+    embedding dropout in training; the traced program changes exactly then."""
+    model = LanguageModel(vocab_size=5, embed_size=6, hidden_size=6, num_layers=1, embed_dropout=0.2)
+    rng = jax.random.PRNGKey(0)
+    window, short = jnp.zeros((2, 5), jnp.int32), jnp.zeros((1, 9), jnp.int32)
+    assert model._folds(window, None)
+    assert not model._folds(short, None)  # 9 tokens < 2 * 5
+    assert not model._folds(window, rng)  # embedding dropout: each position's input differs
+    assert model.clone(embed_dropout=0.0)._folds(window, rng)
+    assert not model.clone(vocab_size=7)._folds(jnp.zeros((4, 5), jnp.int32), None)  # V > E
+    assert not model.clone(fold_embedding=False)._folds(window, None)
+
+    params = model.init({"params": rng}, window, model.initial_carry(2))["params"]
+
+    def program(m, tokens):
+        return str(jax.make_jaxpr(lambda p: m.apply({"params": p}, tokens, m.initial_carry(tokens.shape[0])))(params))
+    off = model.clone(fold_embedding=False)
+    assert program(model, window) != program(off, window)
+    assert program(model, short) == program(off, short)

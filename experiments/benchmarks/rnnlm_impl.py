@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from experiments.benchmarks import shapes
 from rnnlm import optim, sharding
@@ -36,13 +37,17 @@ def train_config():
     return c
 
 
+def make_model(shape: shapes.Shape, cell: str, dropout: float = 0.0) -> LanguageModel:
+    return LanguageModel(vocab_size=shape.vocab, embed_size=shape.embed, hidden_size=shape.hidden,
+                         num_layers=shape.layers, cell=cell, dropout=dropout, embed_dropout=dropout)
+
+
 class RnnlmBench:
     name = "rnnlm"
 
     def __init__(self, shape: shapes.Shape, cell: str, dropout: float = 0.0, seed: int = 0, num_devices: int = 0):
         self.shape = shape
-        self.model = LanguageModel(vocab_size=shape.vocab, embed_size=shape.embed, hidden_size=shape.hidden,
-                                   num_layers=shape.layers, cell=cell, dropout=dropout, embed_dropout=dropout)
+        self.model = make_model(shape, cell, dropout)
         c = train_config()
         tx = optim.make_optimizer(c, total_steps=1)
         self.mesh = sharding.make_mesh(num_devices)
@@ -54,6 +59,17 @@ class RnnlmBench:
         self.evaluator = Evaluator(self.model, self.mesh, shape.eval_batch, shape.seq_len)
         self.eval_ids: dict[int, object] = {}
         self.rng = jax.random.PRNGKey(seed)
+
+    def executed_flops_per_token(self) -> dict:
+        """{"forward", "train"}: the matmul FLOPs rnnlm runs per evaluated and trained token, which
+        are fewer than the model's count where it folds the embedding into the first layer."""
+        def flops(batch, train):
+            tokens = np.zeros((batch, self.shape.seq_len), np.int32)
+            if self.model._folds(tokens, jax.random.PRNGKey(0) if train and self.model.embed_dropout else None):
+                return shapes.folded_flops_per_token(self.shape, self.model.cell, tokens.size, train)
+            count = shapes.train_flops_per_token if train else shapes.forward_flops_per_token
+            return count(self.shape, self.model.cell)
+        return {"forward": flops(self.shape.eval_batch, False), "train": flops(self.shape.batch, True)}
 
     def train(self, steps: int) -> None:
         metrics = None

@@ -127,6 +127,8 @@ def bench_one(shape: shapes.Shape, cell: str, names: list[str], args) -> list[di
             bench.sample(batch, args.sample_length)
         rows[name] = {"config": shape.name, "cell": cell, "impl": name, "shape": dataclasses.asdict(shape),
                       "compile_s": compile_times["compile_s"], "compile": compile_times}
+        if hasattr(bench, "executed_flops_per_token"):  # rnnlm: fewer than the model's where it folds
+            rows[name]["executed_flops_per_token"] = bench.executed_flops_per_token()
 
     metrics = {"train_tokens_per_s": (lambda b: b.train(args.steps), args.steps * shape.tokens_per_train_step()),
                "eval_tokens_per_s": (lambda b: b.evaluate(args.steps), args.steps * shape.tokens_per_eval_step())}

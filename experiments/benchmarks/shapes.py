@@ -78,6 +78,19 @@ def train_flops_per_token(shape: Shape, cell: str) -> int:
     return 3 * forward_flops_per_token(shape, cell)
 
 
+def folded_flops_per_token(shape: Shape, cell: str, tokens_per_call: int, train: bool) -> float:
+    """The model's FLOP count (above) with the first layer's inputs read from an input table, as
+    rnnlm does for small vocabularies (`LanguageModel.fold_embedding`): per call the [V, E] @ [E, G*H]
+    table (in training also its two gradient products) instead of every token's [E] @ [E, G*H]
+    product and its two gradients; a forward-only pass reads each token's row through a [V]-wide
+    one-hot product, training gathers rows and scatter-adds their gradients (not matmul work)."""
+    width = GATES[cell] * shape.hidden
+    table = 2 * shape.vocab * shape.embed * width / tokens_per_call
+    if train:
+        return train_flops_per_token(shape, cell) - 3 * 2 * shape.embed * width + 3 * table
+    return forward_flops_per_token(shape, cell) - 2 * shape.embed * width + table + 2 * shape.vocab * width
+
+
 def _ids(shape: Shape, count: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, shape.vocab, size=count, dtype=np.int32)
 
