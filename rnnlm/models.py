@@ -137,6 +137,7 @@ def language_model_from_config(model_config, vocab_size: int) -> LanguageModel:
         unroll=model_config.unroll,
         eval_unroll=model_config.eval_unroll,
         matmul_dtype=model_config.matmul_dtype,
+        fold_embedding=model_config.fold_embedding,
     )
 
 
