@@ -65,24 +65,26 @@ def test_flops_count_matches_hand_count():
 
 
 def test_rnnlm_counts_the_flops_it_saves_by_folding_the_embedding():
-    """Character shapes: the first layer's [65, 128] @ [128, 2048] input table once per call (with its two
-    gradient products in training) instead of every token's [128] @ [128, 2048] product (and its two
-    gradients); evaluation reads each row through a 65-wide one-hot product."""
-    char, width = shapes.get_shape("char"), 4 * 512
-    want = {"train": shapes.train_flops_per_token(char, "lstm") - 3 * 2 * 128 * width
-            + 3 * 2 * 65 * 128 * width / (64 * 128),
-            "forward": shapes.forward_flops_per_token(char, "lstm") - 2 * 128 * width
-            + 2 * 65 * 128 * width / (128 * 128) + 2 * 65 * width}
-    bench = types.SimpleNamespace(shape=char, model=rnnlm_impl.make_model(char, "lstm"))
-    assert rnnlm_impl.RnnlmBench.executed_flops_per_token(bench) == pytest.approx(want)
+    """Character shapes: the first layer's [65, 128] @ [128, G*512] input table once per call (with its two
+    gradient products in training) instead of every token's [128] @ [128, G*512] product (and its two
+    gradients); a GRU's evaluation reads each row through a 65-wide one-hot product, an LSTM's gathers it."""
+    char = shapes.get_shape("char")
+    for cell, gates, one_hot in (("lstm", 4, 0), ("gru", 3, 2 * 65 * 3 * 512)):
+        width = gates * 512
+        want = {"train": shapes.train_flops_per_token(char, cell) - 3 * 2 * 128 * width
+                + 3 * 2 * 65 * 128 * width / (64 * 128),
+                "forward": shapes.forward_flops_per_token(char, cell) - 2 * 128 * width
+                + 2 * 65 * 128 * width / (128 * 128) + one_hot}
+        bench = types.SimpleNamespace(shape=char, model=rnnlm_impl.make_model(char, cell))
+        assert rnnlm_impl.RnnlmBench.executed_flops_per_token(bench) == pytest.approx(want)
     # Word vocabularies are wider than the embedding, and dropout on the embedding rules the table out in training.
     ptb = shapes.get_shape("ptb_small")
     bench = types.SimpleNamespace(shape=ptb, model=rnnlm_impl.make_model(ptb, "gru"))
     assert rnnlm_impl.RnnlmBench.executed_flops_per_token(bench) == {
         "forward": shapes.forward_flops_per_token(ptb, "gru"), "train": shapes.train_flops_per_token(ptb, "gru")}
-    bench = types.SimpleNamespace(shape=char, model=rnnlm_impl.make_model(char, "lstm", dropout=0.1))
+    bench = types.SimpleNamespace(shape=char, model=rnnlm_impl.make_model(char, "gru", dropout=0.1))
     assert rnnlm_impl.RnnlmBench.executed_flops_per_token(bench) == pytest.approx(
-        {"train": shapes.train_flops_per_token(char, "lstm"), "forward": want["forward"]})
+        {"train": shapes.train_flops_per_token(char, "gru"), "forward": want["forward"]})
 
 
 def test_bad_names_are_refused_in_one_line(tmp_path, capsys):

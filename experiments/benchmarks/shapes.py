@@ -11,6 +11,7 @@ import dataclasses
 
 import numpy as np
 
+from rnnlm.cells import get_cell
 from rnnlm.data.batching import Streams, make_streams
 from rnnlm.errors import UserError
 
@@ -82,13 +83,15 @@ def folded_flops_per_token(shape: Shape, cell: str, tokens_per_call: int, train:
     """The model's FLOP count (above) with the first layer's inputs read from an input table, as
     rnnlm does for small vocabularies (`LanguageModel.fold_embedding`): per call the [V, E] @ [E, G*H]
     table (in training also its two gradient products) instead of every token's [E] @ [E, G*H]
-    product and its two gradients; a forward-only pass reads each token's row through a [V]-wide
-    one-hot product, training gathers rows and scatter-adds their gradients (not matmul work)."""
+    product and its two gradients. Rows are gathered (not matmul work), except in a GRU's
+    forward-only pass, which reads each token's row through a [V]-wide one-hot product
+    (`recurrence._table_rows`); training scatter-adds the rows' gradients."""
     width = GATES[cell] * shape.hidden
     table = 2 * shape.vocab * shape.embed * width / tokens_per_call
     if train:
         return train_flops_per_token(shape, cell) - 3 * 2 * shape.embed * width + 3 * table
-    return forward_flops_per_token(shape, cell) - 2 * shape.embed * width + table + 2 * shape.vocab * width
+    one_hot = 0 if get_cell(cell).additive else 2 * shape.vocab * width
+    return forward_flops_per_token(shape, cell) - 2 * shape.embed * width + table + one_hot
 
 
 def _ids(shape: Shape, count: int, seed: int) -> np.ndarray:
