@@ -90,13 +90,13 @@ class LanguageModel(nn.Module):
     def _folds(self, tokens, rng) -> bool:
         """Whether `features` reads the first layer's inputs from `input_table` (README, levers).
 
-        Not under embedding dropout (each position's input then differs). Only for a vocabulary
-        no larger than the embedding, since a forward-only pass reads the table through a
-        [B, V] one-hot matmul that must cost no more than the [B, E] product it replaces, and only
-        for a call with at least twice as many tokens as the vocabulary has entries, so that the
-        table's own V rows of matmul (and of gradient) cost at most half the per-token products
-        they replace. Character models qualify (V = 65, E = 128, thousands of tokens a window);
-        word models and one-token sampling steps do not.
+        Not under embedding dropout (each position's input then differs). A rule of thumb for
+        where it pays: a vocabulary no larger than the embedding (a GRU's forward-only pass reads
+        the table through a [B, V] one-hot matmul in place of the [B, E] product) and a call with
+        at least twice as many tokens as the vocabulary has entries (the table itself costs V rows
+        of matmul, and of gradient). Character models are well inside it (V = 65, E = 128,
+        thousands of tokens a window); word models, and calls of fewer than 2V tokens such as
+        most one-token sampling steps, are outside.
         """
         return (self.fold_embedding and not (rng is not None and self.embed_dropout)
                 and self.vocab_size <= self.embed_size and 2 * self.vocab_size <= tokens.size)

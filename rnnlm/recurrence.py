@@ -33,7 +33,8 @@ def scan_layer(cell: Cell, params, carry, xs, mask=None, *, reverse=False, unrol
 
     Args:
       xs: [T, B, D] inputs, or [T, B] integer ids into params["w_x"] when that is an
-        `input_table` (the bias inside it, params["b"] unused).
+        `input_table` (the bias inside it, params["b"] unused). The ids must be in range:
+        nothing checks them here (a gather clamps, a one-hot row of an unknown id is zero).
       carry: the cell's carry, a tuple of [B, H].
       mask: optional [T, B] bool; where False the step is padding: the carry is
         kept unchanged and the output is zero, so padding never reaches the state.

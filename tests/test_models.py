@@ -7,7 +7,8 @@ import pytest
 
 from rnnlm import recurrence
 from rnnlm.cells import get_cell
-from rnnlm.models import LanguageModel
+from rnnlm.config import base_config
+from rnnlm.models import LanguageModel, language_model_from_config
 
 V, B, T = 11, 2, 8
 
@@ -203,3 +204,18 @@ def test_the_embedding_is_folded_only_where_it_is_cheaper_and_exact():
     off = model.clone(fold_embedding=False)
     assert program(model, window) != program(off, window)
     assert program(model, short) == program(off, short)
+
+    # What each loop step multiplies in a forward-only pass (what the benchmark's FLOP count assumes):
+    # folded, an LSTM gathers its rows and makes only h @ w_h; a GRU adds a one-hot product for its rows.
+    def dots_per_scan_step(m):
+        p = m.init({"params": rng}, window, m.initial_carry(2))["params"]
+        jaxpr = jax.make_jaxpr(lambda p: m.apply({"params": p}, window, m.initial_carry(2)))(p)
+        return [sum(e.primitive.name == "dot_general" for e in _equations(scan.params["jaxpr"].jaxpr))
+                for scan in _equations(jaxpr.jaxpr) if scan.primitive.name == "scan"]
+    assert dots_per_scan_step(model) == [1]
+    assert dots_per_scan_step(model.clone(cell="gru")) == [2]
+    assert dots_per_scan_step(off) == [2 if jax.default_backend() == "cpu" else 1]
+
+    config = base_config().model
+    config.fold_embedding = False  # the config field reaches the model
+    assert language_model_from_config(config, vocab_size=5).fold_embedding is False

@@ -114,7 +114,7 @@ def target_rows(doc: dict, impl: str = "rnnlm") -> list[dict]:
 
 
 def target_table(doc: dict) -> str:
-    header = ["config", "cell", "target", "PyTorch GFLOP/s", "target needs (of JAX probe)", "rnnlm GFLOP/s",
+    header = ["config", "cell", "target", "PyTorch GFLOP/s", "target needs (share of JAX probe in executed FLOPs)", "rnnlm GFLOP/s",
               "rnnlm now (per-rep range)", "ceiling at the probe", "met"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for t in doc.get("targets", []):
