@@ -51,7 +51,7 @@ def scan_layer(cell: Cell, params, carry, xs, mask=None, *, reverse=False, unrol
     inside it; gru_cho projects its inputs before the loop and uses JAX's own scan
     transpose (`scan_plain`).
     """
-    ids = jnp.issubdtype(xs.dtype, jnp.integer)
+    ids = _are_ids(xs)
     if cell.core is None:
         gx = jnp.take(params["w_x"], xs, axis=0) if ids else project_inputs(params, xs)
         return scan_plain(cell, params, carry, gx, mask, reverse=reverse, unroll=unroll)
@@ -59,6 +59,11 @@ def scan_layer(cell: Cell, params, carry, xs, mask=None, *, reverse=False, unrol
     in_loop = project_in_loop() if in_loop is None else in_loop
     b = None if ids else params["b"]
     return _scan_fused(cell, reverse, unroll, in_loop, small, params["w_x"], b, params["w_h"], carry, xs, mask)
+
+
+def _are_ids(xs) -> bool:
+    """Integer xs are token ids into an `input_table`, not inputs to project."""
+    return jnp.issubdtype(xs.dtype, jnp.integer)
 
 
 def input_table(embedding, params):
@@ -116,7 +121,7 @@ def _scan_fused_fwd(cell, reverse, unroll, in_loop, small, w_x, b, w_h, carry, x
 
 
 def _forward(cell, reverse, unroll, in_loop, one_hot, small, w_x, b, w_h, carry, xs, mask):
-    ids = jnp.issubdtype(xs.dtype, jnp.integer)
+    ids = _are_ids(xs)
     in_loop = in_loop or ids
     gx = None if in_loop else matmul(xs, w_x) + b
 
@@ -192,7 +197,7 @@ def _scan_fused_bwd(cell, reverse, unroll, in_loop, residuals, cotangents):
     h_in = carries_in[-1]
     d_w_h = _blocks(weight_gradient(h_in, d_summed, w_h), weight_gradient(h_in, d_gh_rest, w_h))
     d_small = jax.tree_util.tree_map(lambda d: d.sum(0), d_smalls)
-    if jnp.issubdtype(xs.dtype, jnp.integer):
+    if _are_ids(xs):
         # A table's row gets the gradients of every step that read it: a scatter-add, no matmul.
         rows = xs.reshape(-1)
         scatter = lambda d: jnp.zeros((w_x.shape[0], d.shape[-1]), w_x.dtype).at[rows].add(d.reshape(rows.size, -1))

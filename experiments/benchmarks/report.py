@@ -46,15 +46,15 @@ def _ratio(row: dict, key: str) -> str:
     return "" if ratio is None or row["impl"] == BASELINE else f" ×{ratio:.2f}"
 
 
-def _paired_range(row: dict, key: str) -> str:
-    paired = row.get("paired_ratio_to_torch", {}).get(key)
+def _range(paired: dict | None) -> str:
+    """' (lo–hi)' of per-repetition ratios, or nothing where there are none."""
     return "" if paired is None else f" ({paired['min']:.2f}–{paired['max']:.2f})"
 
 
 def _throughput(row: dict, key: str) -> str:
     s = row[key]
     return (f"{number(s['median'])} [{number(s['min'])}–{number(s['max'])}]"
-            f"{_ratio(row, key)}{_paired_range(row, key)}")
+            f"{_ratio(row, key)}{_range(row.get('paired_ratio_to_torch', {}).get(key))}")
 
 
 def add_ratios(rows: list[dict], keys: list[str]) -> None:
@@ -118,10 +118,9 @@ def target_table(doc: dict) -> str:
               "rnnlm now (per-rep range)", "ceiling at the probe", "met"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for t in doc.get("targets", []):
-        paired = f" ({t['paired']['min']:.2f}–{t['paired']['max']:.2f})" if t["paired"] else ""
         cells = [t["config"], t["cell"], f"{t['metric']} {t['target']}x", number(t["torch_gflops"]),
                  f"{number(t['needed_gflops'])} ({100 * t['needed_fraction_of_probe']:.0f}%)", number(t["gflops"]),
-                 f"×{t['ratio']:.2f}{paired}", f"×{t['ceiling']:.2f}",
+                 f"×{t['ratio']:.2f}{_range(t['paired'])}", f"×{t['ceiling']:.2f}",
                  "yes" if t["ratio"] >= t["target"] else ("out of reach" if t["ceiling"] < t["target"] else "no")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
