@@ -245,6 +245,45 @@ def run_stack(cell: Cell, layers, carries, xs, mask=None, *, dropout_rate=0.0, r
     return tuple(new_carries), xs
 
 
+def run_wavefront(cell: Cell, layers, carries, xs, *, unroll=1):
+    """`run_stack` for a forward-only pass, every layer a step behind the one below it.
+
+    At loop step s layer l computes its time s - l from layer l-1's output at that time,
+    which is l-1's carry before the step, so all L layers advance together: one batched
+    [L, B, H] @ [L, H, G*H] product for their inputs and one for their recurrences per step
+    instead of 2L small ones, in T - L + 1 loop steps plus L - 1 partial steps at each end.
+    Same values as `run_stack` without dropout or mask. Needs a cell with a core, every
+    layer's input H wide (embed_size == hidden_size, float inputs) and T >= L. Used where
+    it measured faster (`LanguageModel._runs_wavefront`); not differentiated by the model.
+    """
+    depth = len(layers)
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *layers)
+    small = {k: v for k, v in stacked.items() if k not in ("w_x", "w_h", "b")}
+    products, core = jax.vmap(matmul), jax.vmap(cell.core)
+
+    def advance(carry, x, lo, hi):
+        """Layers lo..hi-1 take one step (layer 0 reads x); returns the top one's output."""
+        part = lambda a: a[lo:hi]
+        inputs = carry[-1][max(lo - 1, 0):hi - 1]
+        if lo == 0:
+            inputs = jnp.concatenate([x[None], inputs])
+        g = products(inputs, stacked["w_x"][lo:hi]) + stacked["b"][lo:hi, None]
+        gh = products(part(carry[-1]), stacked["w_h"][lo:hi])
+        new, ys = core(jax.tree_util.tree_map(part, small), jax.tree_util.tree_map(part, carry), g, gh)
+        return jax.tree_util.tree_map(lambda whole, p: whole.at[lo:hi].set(p), carry, new), ys[-1]
+
+    carry = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *carries)  # the cell's carry, each [L, B, H]
+    for s in range(depth - 1):  # fill: layers 0..s
+        carry, _ = advance(carry, xs[s], 0, s + 1)
+    carry, ys = jax.lax.scan(lambda c, x: advance(c, x, 0, depth), carry, xs[depth - 1:], unroll=unroll)
+    tail = []
+    for s in range(1, depth):  # drain: layers s..L-1
+        carry, y = advance(carry, None, s, depth)
+        tail.append(y)
+    if tail:
+        ys = jnp.concatenate([ys, jnp.stack(tail)])
+    return tuple(jax.tree_util.tree_map(lambda a: a[layer], carry) for layer in range(depth)), ys
+
 def initial_carry(cell: Cell, num_layers: int, batch_size: int, hidden_size: int, dtype=jnp.float32):
     """Zero state for a stack: one carry per layer."""
     return tuple(cell.init_carry(batch_size, hidden_size, dtype) for _ in range(num_layers))

@@ -31,7 +31,7 @@ from rnnlm.errors import UserError
 
 # Fields whose change makes an existing checkpoint meaningless or unloadable.
 FROZEN_PREFIXES = ("task", "data.", "model.", "train.batch_size", "train.bptt", "train.optimizer", "train.loss")
-SPEED_ONLY = ("model.unroll", "model.eval_unroll", "model.fold_embedding")  # model fields a resumed run may change: same function, same parameters
+SPEED_ONLY = ("model.unroll", "model.eval_unroll", "model.fold_embedding", "model.wavefront")  # model fields a resumed run may change: same function, same parameters
 
 
 def _flatten(tree, prefix=""):

@@ -11,7 +11,7 @@ from jax.test_util import check_grads
 
 from rnnlm.cells import CELLS, get_cell, project_inputs
 from rnnlm.errors import UserError
-from rnnlm.recurrence import input_table, scan_layer, scan_plain
+from rnnlm.recurrence import input_table, run_wavefront, scan_layer, scan_plain
 
 B, D, H, T = 3, 5, 4, 6
 
@@ -243,6 +243,31 @@ def test_a_layer_reading_an_input_table_by_id_equals_embedding_then_projection(n
     want = jax.grad(functools.partial(loss, by_embedding), argnums=(0, 1, 2))(params, embedding, carry)
     for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("depth,steps,unroll", [(2, 2, 1), (3, 7, 2)])
+@pytest.mark.parametrize("name", [n for n in sorted(CELLS) if CELLS[n].core is not None])
+def test_a_wavefront_over_the_layers_equals_the_numpy_stack(name, depth, steps, unroll):
+    """run_wavefront (layer l a step behind layer l-1, all layers' products batched) against the cell
+    equations in numpy, layer after layer: top outputs and every layer's final carry. Covers the
+    shortest sequence it takes (one step per layer), where the loop itself has a single step."""
+    cell = get_cell(name)
+    layers = [cell.init_params(jax.random.PRNGKey(10 + depth_), H, H, init_scale=0.8) for depth_ in range(depth)]
+    carries = tuple(random_carry(name, seed=20 + depth_) for depth_ in range(depth))
+    xs = jax.random.normal(jax.random.PRNGKey(3), (steps, B, H))
+    finals, ys = jax.jit(functools.partial(run_wavefront, cell, unroll=unroll))(layers, carries, xs)
+
+    want = np.asarray(xs, np.float64)
+    for layer, (params, carry) in enumerate(zip(layers, carries)):
+        carry = tuple(np.asarray(c, np.float64) for c in carry)
+        outputs = []
+        for x in want:
+            carry, y = numpy_step(name, params, carry, x)
+            outputs.append(y)
+        want = np.stack(outputs)
+        for got_c, want_c in zip(finals[layer], carry):
+            np.testing.assert_allclose(got_c, want_c, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ys, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", [n for n in sorted(CELLS) if CELLS[n].core is not None])

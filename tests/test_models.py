@@ -8,7 +8,7 @@ import pytest
 from rnnlm import recurrence
 from rnnlm.cells import get_cell
 from rnnlm.config import base_config
-from rnnlm.models import LanguageModel, language_model_from_config
+from rnnlm.models import WAVEFRONT_MAX_HIDDEN, LanguageModel, language_model_from_config
 
 V, B, T = 11, 2, 8
 
@@ -219,3 +219,47 @@ def test_the_embedding_is_folded_only_where_it_is_cheaper_and_exact():
     config = base_config().model
     config.fold_embedding = False  # the config field reaches the model
     assert language_model_from_config(config, vocab_size=5).fold_embedding is False
+
+
+@pytest.mark.parametrize("cell,matmul_dtype", [("lstm", "float32"), ("gru", "float32"), ("lstm", "bfloat16")])
+def test_evaluating_a_narrow_stack_as_a_wavefront_changes_no_number(cell, matmul_dtype):
+    """The wavefront (all layers in one loop, each a step behind the one below) against layer by layer:
+    the same logits and final carries, in one loop instead of one per layer."""
+    model = LanguageModel(vocab_size=V, embed_size=6, hidden_size=6, num_layers=3, cell=cell, matmul_dtype=matmul_dtype)
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (B, T), 0, V)
+    carry = jax.tree_util.tree_map(lambda c: c + 0.5, model.initial_carry(B))
+    params = model.init({"params": jax.random.PRNGKey(0)}, tokens, carry)["params"]
+    off = model.clone(wavefront=False)
+    assert model._runs_wavefront(jnp.zeros((T, B, 6)), train=False)
+
+    def run(m):
+        return jax.jit(lambda p: m.apply({"params": p}, tokens, carry))(params)
+
+    for a, b in zip(jax.tree_util.tree_leaves(run(model)), jax.tree_util.tree_leaves(run(off))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    def loops(m):
+        jaxpr = jax.make_jaxpr(lambda p: m.apply({"params": p}, tokens, carry))(params)
+        return sum(e.primitive.name == "scan" for e in _equations(jaxpr.jaxpr))
+    assert (loops(model), loops(off)) == (1, 3)
+
+
+def test_the_wavefront_runs_only_where_it_measured_faster():
+    """Forward-only, two or more layers, H-wide inputs (embedding as wide as the layers, not folded ids),
+    H <= WAVEFRONT_MAX_HIDDEN, a cell with a separable recurrent product, a step per layer at least."""
+    model = LanguageModel(vocab_size=V, embed_size=8, hidden_size=8, num_layers=2)
+    xs = jnp.zeros((T, B, 8))
+    assert model._runs_wavefront(xs, train=False)
+    assert not model._runs_wavefront(xs, train=True)  # training's backward pass is the hand-written one
+    assert not model._runs_wavefront(jnp.zeros((T, B), jnp.int32), train=False)  # folded ids
+    assert not model._runs_wavefront(xs[:1], train=False)  # fewer steps than layers
+    assert not model.clone(num_layers=1)._runs_wavefront(xs, train=False)
+    assert not model.clone(embed_size=4)._runs_wavefront(jnp.zeros((T, B, 4)), train=False)
+    assert not model.clone(cell="gru_cho")._runs_wavefront(xs, train=False)
+    assert not model.clone(wavefront=False)._runs_wavefront(xs, train=False)
+    wide = WAVEFRONT_MAX_HIDDEN + 1
+    assert not model.clone(embed_size=wide, hidden_size=wide)._runs_wavefront(jnp.zeros((T, B, wide)), train=False)
+
+    config = base_config().model
+    config.wavefront = False  # the config field reaches the model
+    assert language_model_from_config(config, vocab_size=5).wavefront is False

@@ -157,10 +157,11 @@ def test_a_resumed_run_may_change_unrolling_but_not_the_model(tmp_path):
 
     config = base_config()
     reconcile_config(config, tmp_path)
-    config.model.unroll, config.model.eval_unroll, config.model.fold_embedding = 2, 4, False
+    config.model.unroll, config.model.eval_unroll, config.model.fold_embedding, config.model.wavefront = 2, 4, False, False
     reconcile_config(config, tmp_path)  # speed only: allowed, and the new values written
     assert '"eval_unroll": 4' in (tmp_path / "config.json").read_text()
     assert '"fold_embedding": false' in (tmp_path / "config.json").read_text()
+    assert '"wavefront": false' in (tmp_path / "config.json").read_text()
     config.model.hidden_size += 1
     with pytest.raises(UserError, match="model.hidden_size"):
         reconcile_config(config, tmp_path)
