@@ -14,8 +14,9 @@ import flax.linen as nn
 from rnnlm.cells import get_cell, matmul
 from rnnlm.recurrence import dropout, initial_carry, input_table, run_stack, run_wavefront, scan_layer
 
-# Forward-only passes of stacks this narrow run their layers as a wavefront (README, levers): at
-# H = 200 evaluation measured 3-8% faster; at H = 300-650 it was within -2%..+1% of layer by layer.
+# Forward-only passes of stacks this narrow run their layers as a wavefront (README, levers): an
+# evaluation window measured 3-10% faster at H = 200, -1% to +5% at H = 100-256, and -2% to +1%
+# at H = 300-650, where the products, not their overhead, take the time.
 WAVEFRONT_MAX_HIDDEN = 256
 
 

@@ -16,6 +16,10 @@ every vocabulary entry's projection, embedding @ w_x + b ([V, G*H], `input_table
 and read each step's rows from it by token id (`_table_rows`): no [B, D] @ [D, G*H]
 input product in either pass, and the backward pass scatter-adds the gate
 gradients into the table's V rows instead of two matmuls over all T*B rows.
+
+A forward-only pass of a narrow stack can run all its layers in one loop, each a
+step behind the one below (`run_wavefront`): two batched products a step instead
+of two per layer.
 """
 
 from __future__ import annotations
@@ -283,6 +287,7 @@ def run_wavefront(cell: Cell, layers, carries, xs, *, unroll=1):
     if tail:
         ys = jnp.concatenate([ys, jnp.stack(tail)])
     return tuple(jax.tree_util.tree_map(lambda a: a[layer], carry) for layer in range(depth)), ys
+
 
 def initial_carry(cell: Cell, num_layers: int, batch_size: int, hidden_size: int, dtype=jnp.float32):
     """Zero state for a stack: one carry per layer."""
