@@ -1,7 +1,8 @@
 """Run in a subprocess by test_sharding.py: a few train steps on meshes of 1, 4 and 8 fake CPU devices.
 
 Prints JSON: for each device count, the losses, the final parameters' checksum
-leaves, and the carry of every stream after the steps.
+leaves, the carry of every stream after the steps, and the evaluation loss of
+the trained model (its layers as a wavefront: embed_size == hidden_size).
 """
 
 import json
@@ -18,12 +19,12 @@ from rnnlm import optim, sharding  # noqa: E402
 from rnnlm.config import base_config  # noqa: E402
 from rnnlm.data.batching import make_streams  # noqa: E402
 from rnnlm.models import language_model_from_config  # noqa: E402
-from rnnlm.train import create_train_state, jit_train_step  # noqa: E402
+from rnnlm.train import Evaluator, create_train_state, jit_train_step  # noqa: E402
 
 
 def run(num_devices: int, steps: int = 3) -> dict:
     config = base_config()
-    config.model.update(cell="lstm", embed_size=8, hidden_size=16, num_layers=2, dropout=0.2, embed_dropout=0.1)
+    config.model.update(cell="lstm", embed_size=16, hidden_size=16, num_layers=2, dropout=0.2, embed_dropout=0.1)
     config.train.update(batch_size=8, bptt=5, optimizer="adam", learning_rate=1e-2)
     ids = np.random.default_rng(0).integers(0, 30, size=8 * 5 * steps + 1).astype(np.int32)
     mesh = sharding.make_mesh(num_devices)
@@ -38,9 +39,11 @@ def run(num_devices: int, steps: int = 3) -> dict:
         state, carry, metrics = step(state, carry, sharding.shard_batch(streams.window(window), mesh))
         losses.append(float(metrics["nll_sum"] / metrics["tokens"]))
         assert carry[0][0].sharding.is_equivalent_to(sharding.batch_sharded(mesh), 2)
+    assert model._runs_wavefront(np.zeros((5, 8, 16), np.float32), train=False)
+    eval_loss = Evaluator(model, mesh, 8, 5)(state.params, ids[:8 * 5 * 2 + 1], char_level=False)["loss"]
     params = [np.asarray(x).tolist() for x in jax.tree_util.tree_leaves(state.params)]
     carries = [np.asarray(x).tolist() for x in jax.tree_util.tree_leaves(carry)]
-    return {"losses": losses, "params": params, "carry": carries,
+    return {"losses": losses, "eval_loss": eval_loss, "params": params, "carry": carries,
             "devices": [str(d) for d in carry[0][0].sharding.device_set]}
 
 

@@ -29,6 +29,7 @@ def test_same_losses_and_parameters_on_1_4_8_devices(device_runs, devices):
     one, many = device_runs["1"], device_runs[devices]
     assert len(many["devices"]) == int(devices)  # the batch really was split
     np.testing.assert_allclose(many["losses"], one["losses"], rtol=1e-5)
+    np.testing.assert_allclose(many["eval_loss"], one["eval_loss"], rtol=1e-5)
     for a, b in zip(many["params"], one["params"]):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
