@@ -12,10 +12,10 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from rnnlm.cells import get_cell, matmul
-from rnnlm.recurrence import dropout, initial_carry, input_table, run_stack, run_wavefront, scan_layer
+from rnnlm.recurrence import dropout, initial_carry, input_table, project_in_loop, run_stack, run_wavefront, scan_layer
 
-# Forward-only passes of stacks this narrow run their layers as a wavefront (README, levers): an
-# evaluation window measured 3-10% faster at H = 200, -1% to +5% at H = 100-256, and -2% to +1%
+# Forward-only passes of stacks this narrow run their layers as a wavefront on CPUs (README, levers):
+# an evaluation window measured 6-10% faster at H = 200, -1% to +5% at H = 100-256, and -2% to +1%
 # at H = 300-650, where the products, not their overhead, take the time.
 WAVEFRONT_MAX_HIDDEN = 256
 
@@ -113,10 +113,12 @@ class LanguageModel(nn.Module):
     def _runs_wavefront(self, xs, train: bool) -> bool:
         """Whether `features` runs the stack with `run_wavefront`: a forward-only pass (no dropout;
         training's backward pass is `scan_layer`'s) of two or more layers, each reading H-wide
-        embedded inputs (not folded ids), H <= WAVEFRONT_MAX_HIDDEN, at least one step per layer."""
+        embedded inputs (not folded ids), H <= WAVEFRONT_MAX_HIDDEN, at least one step per layer,
+        on a CPU (measured there; accelerators keep `run_stack`, whose first layer projects all
+        its inputs in one matmul before the loop, `recurrence.project_in_loop`)."""
         return (self.wavefront and not train and self.num_layers >= 2 and get_cell(self.cell).core is not None
                 and xs.ndim == 3 and self.embed_size == self.hidden_size <= WAVEFRONT_MAX_HIDDEN
-                and xs.shape[0] >= self.num_layers)
+                and xs.shape[0] >= self.num_layers and project_in_loop())
 
     def decoder_weights(self):
         """(weight [F, V] in the matmul dtype, bias [V]): logits = features @ weight + bias."""

@@ -59,10 +59,15 @@ def scan_layer(cell: Cell, params, carry, xs, mask=None, *, reverse=False, unrol
     if cell.core is None:
         gx = jnp.take(params["w_x"], xs, axis=0) if ids else project_inputs(params, xs)
         return scan_plain(cell, params, carry, gx, mask, reverse=reverse, unroll=unroll)
-    small = {k: v for k, v in params.items() if k not in ("w_x", "w_h", "b")}
+    small = _small_params(params)
     in_loop = project_in_loop() if in_loop is None else in_loop
     b = None if ids else params["b"]
     return _scan_fused(cell, reverse, unroll, in_loop, small, params["w_x"], b, params["w_h"], carry, xs, mask)
+
+
+def _small_params(params):
+    """A cell's parameters other than its matrices and input bias (a GRU's b_hn): what its core reads."""
+    return {k: v for k, v in params.items() if k not in ("w_x", "w_h", "b")}
 
 
 def _are_ids(xs) -> bool:
@@ -260,9 +265,11 @@ def run_wavefront(cell: Cell, layers, carries, xs, *, unroll=1):
     layer's input H wide (embed_size == hidden_size, float inputs) and T >= L. Used where
     it measured faster (`LanguageModel._runs_wavefront`); not differentiated by the model.
     """
-    depth = len(layers)
+    num_layers = len(layers)
+    if xs.shape[0] < num_layers:
+        raise ValueError(f"run_wavefront needs at least one step per layer: {xs.shape[0]} steps, {num_layers} layers")
     stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *layers)
-    small = {k: v for k, v in stacked.items() if k not in ("w_x", "w_h", "b")}
+    small = _small_params(stacked)
     products, core = jax.vmap(matmul), jax.vmap(cell.core)
 
     def advance(carry, x, lo, hi):
@@ -277,16 +284,16 @@ def run_wavefront(cell: Cell, layers, carries, xs, *, unroll=1):
         return jax.tree_util.tree_map(lambda whole, p: whole.at[lo:hi].set(p), carry, new), ys[-1]
 
     carry = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *carries)  # the cell's carry, each [L, B, H]
-    for s in range(depth - 1):  # fill: layers 0..s
+    for s in range(num_layers - 1):  # fill: layers 0..s
         carry, _ = advance(carry, xs[s], 0, s + 1)
-    carry, ys = jax.lax.scan(lambda c, x: advance(c, x, 0, depth), carry, xs[depth - 1:], unroll=unroll)
+    carry, ys = jax.lax.scan(lambda c, x: advance(c, x, 0, num_layers), carry, xs[num_layers - 1:], unroll=unroll)
     tail = []
-    for s in range(1, depth):  # drain: layers s..L-1
-        carry, y = advance(carry, None, s, depth)
+    for s in range(1, num_layers):  # drain: layers s..L-1
+        carry, y = advance(carry, None, s, num_layers)
         tail.append(y)
     if tail:
         ys = jnp.concatenate([ys, jnp.stack(tail)])
-    return tuple(jax.tree_util.tree_map(lambda a: a[layer], carry) for layer in range(depth)), ys
+    return tuple(jax.tree_util.tree_map(lambda a: a[layer], carry) for layer in range(num_layers)), ys
 
 
 def initial_carry(cell: Cell, num_layers: int, batch_size: int, hidden_size: int, dtype=jnp.float32):

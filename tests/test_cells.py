@@ -252,8 +252,8 @@ def test_a_wavefront_over_the_layers_equals_the_numpy_stack(name, depth, steps, 
     equations in numpy, layer after layer: top outputs and every layer's final carry. Covers the
     shortest sequence it takes (one step per layer), where the loop itself has a single step."""
     cell = get_cell(name)
-    layers = [cell.init_params(jax.random.PRNGKey(10 + depth_), H, H, init_scale=0.8) for depth_ in range(depth)]
-    carries = tuple(random_carry(name, seed=20 + depth_) for depth_ in range(depth))
+    layers = [cell.init_params(jax.random.PRNGKey(10 + layer), H, H, init_scale=0.8) for layer in range(depth)]
+    carries = tuple(random_carry(name, seed=20 + layer) for layer in range(depth))
     xs = jax.random.normal(jax.random.PRNGKey(3), (steps, B, H))
     finals, ys = jax.jit(functools.partial(run_wavefront, cell, unroll=unroll))(layers, carries, xs)
 
@@ -268,6 +268,15 @@ def test_a_wavefront_over_the_layers_equals_the_numpy_stack(name, depth, steps, 
         for got_c, want_c in zip(finals[layer], carry):
             np.testing.assert_allclose(got_c, want_c, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ys, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_wavefront_refuses_fewer_steps_than_layers():
+    """With T < L the fill would read past the sequence, where indexing clamps instead of failing."""
+    cell = get_cell("lstm")
+    layers = [cell.init_params(jax.random.PRNGKey(layer), H, H) for layer in range(3)]
+    carries = tuple(random_carry("lstm") for _ in range(3))
+    with pytest.raises(ValueError, match="one step per layer: 2 steps, 3 layers"):
+        run_wavefront(cell, layers, carries, jnp.zeros((2, B, H)))
 
 
 @pytest.mark.parametrize("name", [n for n in sorted(CELLS) if CELLS[n].core is not None])

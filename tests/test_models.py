@@ -235,7 +235,9 @@ def test_evaluating_a_narrow_stack_as_a_wavefront_changes_no_number(cell, matmul
     def run(m):
         return jax.jit(lambda p: m.apply({"params": p}, tokens, carry))(params)
 
-    for a, b in zip(jax.tree_util.tree_leaves(run(model)), jax.tree_util.tree_leaves(run(off))):
+    on_out, off_out = run(model), run(off)
+    assert jax.tree_util.tree_structure(on_out) == jax.tree_util.tree_structure(off_out)
+    for a, b in zip(jax.tree_util.tree_leaves(on_out), jax.tree_util.tree_leaves(off_out)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
     def loops(m):
@@ -244,9 +246,10 @@ def test_evaluating_a_narrow_stack_as_a_wavefront_changes_no_number(cell, matmul
     assert (loops(model), loops(off)) == (1, 3)
 
 
-def test_the_wavefront_runs_only_where_it_measured_faster():
+def test_the_wavefront_runs_only_where_it_measured_faster(monkeypatch):
     """Forward-only, two or more layers, H-wide inputs (embedding as wide as the layers, not folded ids),
-    H <= WAVEFRONT_MAX_HIDDEN, a cell with a separable recurrent product, a step per layer at least."""
+    H <= WAVEFRONT_MAX_HIDDEN, a cell with a separable recurrent product, a step per layer at least, and
+    a CPU (where the inputs are projected inside the loop anyway)."""
     model = LanguageModel(vocab_size=V, embed_size=8, hidden_size=8, num_layers=2)
     xs = jnp.zeros((T, B, 8))
     assert model._runs_wavefront(xs, train=False)
@@ -259,6 +262,8 @@ def test_the_wavefront_runs_only_where_it_measured_faster():
     assert not model.clone(wavefront=False)._runs_wavefront(xs, train=False)
     wide = WAVEFRONT_MAX_HIDDEN + 1
     assert not model.clone(embed_size=wide, hidden_size=wide)._runs_wavefront(jnp.zeros((T, B, wide)), train=False)
+    monkeypatch.setattr("rnnlm.models.project_in_loop", lambda: False)  # as on a GPU or TPU
+    assert not model._runs_wavefront(xs, train=False)
 
     config = base_config().model
     config.wavefront = False  # the config field reaches the model

@@ -59,7 +59,8 @@ def test_temperature_scales_and_zero_is_greedy():
 
 @pytest.fixture(scope="module")
 def tiny_lm():
-    model = LanguageModel(vocab_size=13, embed_size=4, hidden_size=8, num_layers=2, cell="gru")
+    # Embedding as wide as the layers: a prompt's forward pass runs them as a wavefront.
+    model = LanguageModel(vocab_size=13, embed_size=8, hidden_size=8, num_layers=2, cell="gru")
     params = model.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 1), jnp.int32), model.initial_carry(1))["params"]
     return model, params
 
@@ -68,6 +69,8 @@ def test_greedy_generation_matches_a_python_loop(tiny_lm):
     model, params = tiny_lm
     prompt = jnp.array([[3, 5, 7]], jnp.int32)
     got = generate(model, params, prompt, jax.random.PRNGKey(0), jnp.float32(0.0), jnp.float32(1.0), length=6)
+    assert model._runs_wavefront(jnp.zeros((3, 1, 8)), train=False)
+    model = model.clone(wavefront=False)  # the reference: layer by layer, one token at a time
     carry = model.initial_carry(1)
     logits, carry = model.apply({"params": params}, prompt, carry)
     token, want = int(jnp.argmax(logits[0, -1])), []
