@@ -54,7 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.unroll = 1  # lax.scan unroll factor of training (speed only)
     c.model.eval_unroll = 2  # language models: lax.scan unroll factor of evaluation and other forward-only passes (speed only)
     c.model.fold_embedding = True  # language models over a vocabulary no wider than embed_size: the first layer reads embedding @ w_x + b by id (speed only)
-    c.model.wavefront = True  # evaluation of stacks of H <= 256 with embed_size == hidden_size: all layers advance together, one a step behind the other (speed only)
+    c.model.wavefront = True  # CPU evaluation of stacks of H <= 256 with embed_size == hidden_size: all layers advance together, one a step behind the other (speed only)
     c.model.matmul_dtype = "float32"  # "bfloat16": bf16 matmuls, float32 accumulation and state (speed; ~2x on AVX512-BF16 CPUs)
     c.model.num_classes = 0  # classify: output classes; 0 = the number of labels in train
     c.model.bidirectional = False  # classify: each layer also reads the sequence backwards; features concatenated
