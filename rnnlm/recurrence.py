@@ -268,7 +268,8 @@ def run_wavefront(cell: Cell, layers, carries, xs, *, unroll=1):
     num_layers = len(layers)
     if xs.shape[0] < num_layers:
         raise ValueError(f"run_wavefront needs at least one step per layer: {xs.shape[0]} steps, {num_layers} layers")
-    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *layers)
+    stack = lambda trees: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)  # a leading layer axis
+    stacked = stack(layers)
     small = _small_params(stacked)
     products, core = jax.vmap(matmul), jax.vmap(cell.core)
 
@@ -283,7 +284,7 @@ def run_wavefront(cell: Cell, layers, carries, xs, *, unroll=1):
         new, ys = core(jax.tree_util.tree_map(part, small), jax.tree_util.tree_map(part, carry), g, gh)
         return jax.tree_util.tree_map(lambda whole, p: whole.at[lo:hi].set(p), carry, new), ys[-1]
 
-    carry = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *carries)  # the cell's carry, each [L, B, H]
+    carry = stack(carries)  # the cell's carry, each [L, B, H]
     for s in range(num_layers - 1):  # fill: layers 0..s
         carry, _ = advance(carry, xs[s], 0, s + 1)
     carry, ys = jax.lax.scan(lambda c, x: advance(c, x, 0, num_layers), carry, xs[num_layers - 1:], unroll=unroll)

@@ -78,12 +78,22 @@ def test_the_input_projection_runs_where_it_measured_faster(model_and_params, mo
     tokens = jnp.ones((B, T), jnp.int32)
 
     def dots_per_scan_step():
-        jaxpr = jax.make_jaxpr(lambda p: model.apply({"params": p}, tokens, model.initial_carry(B)))(params)
-        return [sum(e.primitive.name == "dot_general" for e in _equations(scan.params["jaxpr"].jaxpr))
-                for scan in _equations(jaxpr.jaxpr) if scan.primitive.name == "scan"]
+        return _dots_per_scan_step(model, params, tokens, model.initial_carry(B))
     assert dots_per_scan_step() == [2 if jax.default_backend() == "cpu" else 1] * 2
     monkeypatch.setattr(recurrence, "project_in_loop", lambda: False)
     assert dots_per_scan_step() == [1, 1]
+
+
+def _scans(model, params, tokens, carry):
+    """The scan equations of the model's forward-only pass over tokens."""
+    jaxpr = jax.make_jaxpr(lambda p: model.apply({"params": p}, tokens, carry))(params)
+    return [e for e in _equations(jaxpr.jaxpr) if e.primitive.name == "scan"]
+
+
+def _dots_per_scan_step(model, params, tokens, carry):
+    """How many matmuls each of those scans makes per step."""
+    return [sum(e.primitive.name == "dot_general" for e in _equations(scan.params["jaxpr"].jaxpr))
+            for scan in _scans(model, params, tokens, carry)]
 
 
 def _equations(jaxpr):
@@ -208,10 +218,8 @@ def test_the_embedding_is_folded_only_where_it_is_cheaper_and_exact():
     # What each loop step multiplies in a forward-only pass (what the benchmark's FLOP count assumes):
     # folded, an LSTM gathers its rows and makes only h @ w_h; a GRU adds a one-hot product for its rows.
     def dots_per_scan_step(m):
-        p = m.init({"params": rng}, window, m.initial_carry(2))["params"]
-        jaxpr = jax.make_jaxpr(lambda p: m.apply({"params": p}, window, m.initial_carry(2)))(p)
-        return [sum(e.primitive.name == "dot_general" for e in _equations(scan.params["jaxpr"].jaxpr))
-                for scan in _equations(jaxpr.jaxpr) if scan.primitive.name == "scan"]
+        carry = m.initial_carry(2)
+        return _dots_per_scan_step(m, m.init({"params": rng}, window, carry)["params"], window, carry)
     assert dots_per_scan_step(model) == [1]
     assert dots_per_scan_step(model.clone(cell="gru")) == [2]
     assert dots_per_scan_step(off) == [2 if jax.default_backend() == "cpu" else 1]
@@ -240,10 +248,7 @@ def test_evaluating_a_narrow_stack_as_a_wavefront_changes_no_number(cell, matmul
     for a, b in zip(jax.tree_util.tree_leaves(on_out), jax.tree_util.tree_leaves(off_out)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
-    def loops(m):
-        jaxpr = jax.make_jaxpr(lambda p: m.apply({"params": p}, tokens, carry))(params)
-        return sum(e.primitive.name == "scan" for e in _equations(jaxpr.jaxpr))
-    assert (loops(model), loops(off)) == (1, 3)
+    assert (len(_scans(model, params, tokens, carry)), len(_scans(off, params, tokens, carry))) == (1, 3)
 
 
 def test_the_wavefront_runs_only_where_it_measured_faster(monkeypatch):
