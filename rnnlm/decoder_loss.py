@@ -120,8 +120,8 @@ def _fused_forward(features, targets, weights, weight, bias):
     XLA then adds inside the exp pass instead of writing biased logits for the max alone. The
     largest logit's term is at least exp(-(max(bias) - min(bias))), so the sums cannot underflow
     while the bias spans less than ~87 (float32's smallest normal is exp(-87.3); the ptb_small
-    model of the README's results, after 30,212 steps, spans 11.3). Per chunk: the matmul, a max pass, one exp pass that writes e, and the
-    two gradient matmuls reading it (README, levers).
+    model of the README's results, after 30,212 steps, spans 11.3). Per chunk: the matmul, a max
+    pass, one exp pass that writes e, and the two gradient matmuls reading it (README, levers).
     """
     num_features, vocab = weight.shape
 
