@@ -127,7 +127,7 @@ def _fused_forward(features, targets, weights, weight, bias):
 
     def chunk(grads, part):
         d_weight, d_bias, total = grads
-        f, t, w = part
+        f, t, w, f_t = part
         columns = _target_columns(weight, t)  # [c, B, F]
         raw = f @ weight
         top = raw.max(axis=-1) + bias.max()
@@ -135,14 +135,17 @@ def _fused_forward(features, targets, weights, weight, bias):
         total_e = e.sum(axis=-1)
         scale = w / total_e
         rows = e.reshape(-1, vocab)
-        d_weight = d_weight + (f * scale[..., None]).reshape(-1, num_features).T @ rows
+        d_weight = d_weight + (f_t.reshape(num_features, -1) * scale.reshape(1, -1)) @ rows
         d_bias = d_bias + scale.reshape(-1) @ rows
         d_f = (e @ weight.T) * scale[..., None] - w[..., None] * columns
         target = (f * columns).sum(axis=-1) + bias[t]
         return (d_weight, d_bias, total + ((jnp.log(total_e) + top - target) * w).sum()), d_f
 
     zeros = (jnp.zeros_like(weight), jnp.zeros_like(bias), jnp.zeros((), jnp.float32))
-    (d_weight, d_bias, total), d_features = jax.lax.scan(chunk, zeros, (features, targets, weights))
+    # Each chunk's features also as [F, c, B], transposed once here: XLA hands a plain [F, rows] @
+    # [rows, V] to YNNPACK, but a dot that transposes its left operand to Eigen (README, levers).
+    f_t = jnp.moveaxis(features, -1, 1)
+    (d_weight, d_bias, total), d_features = jax.lax.scan(chunk, zeros, (features, targets, weights, f_t))
     # The one-hot term of every chunk's gradient at once: -w * f into each target's column.
     rows_t, rows_w = targets.reshape(-1), weights.reshape(-1)
     d_weight = d_weight.at[:, rows_t].add(-(features.reshape(-1, num_features) * rows_w[:, None]).T)
