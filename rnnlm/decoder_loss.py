@@ -14,9 +14,9 @@ cache:
   pass also computes the gradients — for a summed cross-entropy the logits'
   gradient is `weight * (softmax - onehot)`, known as soon as the softmax is — so
   the backward pass only scales them: no [B*T, V] array is kept or made again,
-  and within a chunk only exp(logits - shift) is written, never the softmax or
-  its gradient (`_fused_forward`). bfloat16 weights (`model.matmul_dtype`) take
-  the plain path.
+  and within a chunk only the product and exp(logits - shift) are written, never
+  the softmax or its gradient (`_fused_forward`). bfloat16 weights
+  (`model.matmul_dtype`) take the plain path.
 
 Chunks split time, not the batch, so a batch sharded across devices stays so.
 Measured on ptb_small shapes, 2 cores: eval window 135 -> 104 ms; decoder + loss
@@ -38,6 +38,7 @@ import optax
 
 EVAL_CHUNK_LOGITS = 256 * 10_000  # 10 MB of float32 logits a chunk
 _MAX_SHIFT = 80.0  # evaluation: no exp above exp(80) ~ 5.5e34, finite in float32 (`_shifted_chunk_nll`)
+_BIAS_SPAN_IN_SHIFT = 40.0  # training: at most this much of the bias's span in the shift (`_fused_forward`)
 TRAIN_CHUNK_LOGITS = 350 * 10_000  # the fastest of 140 / 350 / 700 rows at ptb_small shapes
 
 
@@ -115,22 +116,28 @@ def _fused_forward(features, targets, weights, weight, bias):
     [rows, F] product for the features'), and the one-hot term is a [rows, F] correction: the
     target columns for the features, and for the weight and bias one scatter-add after the loop.
 
-    The shift is each row's max of features @ weight plus the bias's max: at least the row's
-    largest logit, so no exp exceeds 1, and the max pass reads the product before the bias, which
-    XLA then adds inside the exp pass instead of writing biased logits for the max alone. The
-    largest logit's term is at least exp(-(max(bias) - min(bias))), so the sums cannot underflow
-    while the bias spans less than ~87 (float32's smallest normal is exp(-87.3); the ptb_small
-    model of the README's results, after 30,212 steps, spans 11.3). Per chunk: the matmul, a max
-    pass, one exp pass that writes e, and the two gradient matmuls reading it (README, levers).
+    The shift is each row's max of features @ weight plus c = min(max(bias), min(bias) + 40), so
+    the max pass reads the product before the bias, which XLA then adds inside the exp pass
+    instead of writing biased logits for the max alone. With span = max(bias) - min(bias): no
+    exponent exceeds max(0, span - 40), and the row's largest logit sits at most 40 below the
+    shift (the column where the product peaks has a bias of at least min(bias)). So up to a span
+    of ~120 no row sum of 10,000 terms overflows, and nothing within ~47 of a row's largest logit meets float32's
+    smallest normal number, exp(-87.3), below which XLA's CPU backend flushes to zero: the
+    dropped terms weigh at most V * exp(-47) against the largest. Without the 40, a span near 87
+    would put the shift near 87 above the largest logit and flush the whole row. The ptb_small
+    model of the README's results, after 30,212 steps, has a bias span of 11.3. Per chunk: the
+    matmul writes the product, a max pass reads it, one exp pass writes e, and the two gradient
+    matmuls read e (README, levers).
     """
     num_features, vocab = weight.shape
+    bias_shift = jnp.minimum(bias.max(), bias.min() + _BIAS_SPAN_IN_SHIFT)  # c above
 
     def chunk(grads, part):
         d_weight, d_bias, total = grads
         f, t, w, f_t = part
         columns = _target_columns(weight, t)  # [c, B, F]
         raw = f @ weight
-        top = raw.max(axis=-1) + bias.max()
+        top = raw.max(axis=-1) + bias_shift
         e = jnp.exp(raw + bias - top[..., None])
         total_e = e.sum(axis=-1)
         scale = w / total_e
