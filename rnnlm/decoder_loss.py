@@ -145,7 +145,7 @@ def _fused_forward(features, targets, weights, weight, bias):
         d_weight = d_weight + (f_t.reshape(num_features, -1) * scale.reshape(1, -1)) @ rows
         d_bias = d_bias + scale.reshape(-1) @ rows
         d_f = (e @ weight.T) * scale[..., None] - w[..., None] * columns
-        target = (f * columns).sum(axis=-1) + bias[t]
+        target = _target_logits(f, t, weight, bias)  # its gather of the columns is the one above (XLA CSE)
         return (d_weight, d_bias, total + ((jnp.log(total_e) + top - target) * w).sum()), d_f
 
     zeros = (jnp.zeros_like(weight), jnp.zeros_like(bias), jnp.zeros((), jnp.float32))
