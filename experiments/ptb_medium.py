@@ -6,12 +6,11 @@ then x0.8 per epoch, 39 epochs, batch 20, BPTT 35, clip 5.
     rnnlm train --config experiments/ptb_medium.py --workdir runs/ptb_medium
 """
 
-from experiments import ptb_small
-from rnnlm.config import make_tiny
+from rnnlm.config import experiment_config, make_tiny
 
 
 def get_config(arg=None):
-    config = ptb_small.get_config()
+    config = experiment_config("ptb_small")
     config.name = "ptb_medium"
     config.model.embed_size = 650
     config.model.hidden_size = 650

@@ -3,7 +3,7 @@
 Word ids as the article's Keras pipeline (Tokenizer(num_words), pad_sequences),
 masked so that padding never reaches the state, length-bucketed batches.
 Tuned on the valid split only; the test accuracy reported is that of the
-checkpoint with the best valid accuracy (see rnnlm/classify.py).
+checkpoint with the best valid accuracy (see rnnlm/tasks/classify.py).
 
 The embedding starts from the word vectors of a WikiText-2 language model
 (rnnlm/pretrained.py; matched lower-cased, as SST-2 is), trained first;

@@ -4,7 +4,7 @@ TREC has no valid split: 10% of train (545 questions, drawn with the fixed seed 
 whatever config.seed is) is held out as valid, and the model trains on the other
 4,907 (data.valid_fraction). Labels are the coarse part of `COARSE:fine`.
 Tuned on that valid split only; the test accuracy reported is that of the
-checkpoint with the best valid accuracy (see rnnlm/classify.py).
+checkpoint with the best valid accuracy (see rnnlm/tasks/classify.py).
 
 The embedding starts from the word vectors of a WikiText-2 language model
 (rnnlm/pretrained.py), trained first; `:scratch` is the same model from a random

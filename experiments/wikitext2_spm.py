@@ -5,7 +5,7 @@ runs/wikitext2_spm/tokenizer.model and reused on resume, eval and generate).
 Everything else is experiments/wikitext2.py: 2x650 tied LSTM, dropout 0.5, SGD
 lr 20 divided by 4 on a plateau, clip 0.25, BPTT 35 (subword steps here).
 Compare it with the word model by per-word perplexity, not per-token
-perplexity (see the README and rnnlm/metrics.py).
+perplexity (see docs/results.md and rnnlm/metrics.py).
 
     rnnlm train --config experiments/wikitext2_spm.py --workdir runs/wikitext2_spm
     rnnlm eval --workdir runs/wikitext2_spm --split test      # per piece, per word and bits per char
@@ -14,11 +14,11 @@ perplexity (see the README and rnnlm/metrics.py).
     rnnlm train --config experiments/wikitext2_spm.py:tiny    # seconds
 """
 
-from experiments.wikitext2 import get_config as wikitext2_config
+from rnnlm.config import experiment_config
 
 
 def get_config(arg=None):
-    config = wikitext2_config(arg)
+    config = experiment_config("wikitext2", arg)
     config.name = "wikitext2_spm" + ("_tiny" if arg == "tiny" else "")
     config.data.tokenizer = "sentencepiece"
     config.data.spm_model_type = "bpe"

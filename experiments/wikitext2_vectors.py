@@ -12,11 +12,11 @@ own vector too. One epoch fits the CPU budget (time_budget_minutes).
     rnnlm train --config experiments/wikitext2_vectors.py:tiny     # seconds
 """
 
-from experiments.wikitext2 import get_config as wikitext2_config
+from rnnlm.config import experiment_config
 
 
 def get_config(arg=None):
-    config = wikitext2_config(arg)
+    config = experiment_config("wikitext2", arg)
     config.name = "wikitext2_vectors" + ("_tiny" if arg == "tiny" else "")
     if arg == "tiny":
         return config

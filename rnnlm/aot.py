@@ -12,6 +12,7 @@ Nothing is trained and no array is allocated: the state, carry and batch are
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import time
 
@@ -19,7 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from rnnlm import optim, sharding
-from rnnlm.models import count_params, language_model_from_config
+from rnnlm.models import count_params, init_params, language_model_from_config
+from rnnlm.state import TrainState
 
 
 def use_fake_cpu_devices(count: int) -> None:
@@ -29,7 +31,8 @@ def use_fake_cpu_devices(count: int) -> None:
 
 
 def compile_check(config, num_devices: int, vocab_size: int = 0) -> dict:
-    from rnnlm.train import TrainState, jit_train_step
+    from rnnlm.tasks import lm
+    from rnnlm.train import compile_train_step
     from rnnlm.workdir import prepare_data
 
     if not vocab_size:  # fit the tokenizer in memory, write nothing
@@ -38,12 +41,11 @@ def compile_check(config, num_devices: int, vocab_size: int = 0) -> dict:
     mesh = sharding.make_mesh(num_devices)
     batch_size, bptt = config.train.batch_size, config.train.bptt
     sharding.check_batch_size(batch_size, mesh)
-    model = language_model_from_config(config.model, vocab_size)
+    model = language_model_from_config(config, vocab_size)
     tx = optim.make_optimizer(config.train, total_steps=1000)
 
     def init():
-        params = model.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 1), jnp.int32),
-                            model.initial_carry(1))["params"]
+        params = init_params(model, jax.random.PRNGKey(0))
         return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jax.random.PRNGKey(1))
 
     def with_sharding(tree, target):
@@ -55,7 +57,7 @@ def compile_check(config, num_devices: int, vocab_size: int = 0) -> dict:
     batch = with_sharding({"tokens": jax.ShapeDtypeStruct((batch_size, bptt), jnp.int32),
                            "targets": jax.ShapeDtypeStruct((batch_size, bptt), jnp.int32),
                            "weights": jax.ShapeDtypeStruct((batch_size, bptt), jnp.float32)}, split)
-    step = jit_train_step(model, tx, config.train.loss, mesh)
+    step = compile_train_step(functools.partial(lm.window_loss, model, config.train.loss), tx, mesh, carry)
     start = time.perf_counter()
     lowered = step.lower(state, carry, batch)
     compiled = lowered.compile()

@@ -1,29 +1,33 @@
-"""Recurrent cells as pure functions over parameter pytrees.
+"""Recurrent cells as pure functions over parameter pytrees: the reference equations.
 
-Every cell has the same parameter layout, so that `rnnlm.recurrence` can run the
-input projection and the recurrent product as two separate matmuls (and
-differentiate each by hand):
+A cell is `init_params(key, input_size, hidden_size, init_scale, dtype)`,
+`init_carry(batch_size, hidden_size)` and a step in `lax.scan` order, split in
+two so that `rnnlm.recurrence` can project a whole sequence's inputs in one
+matmul before its loop:
 
-    params = {"w_x": [D, G*H], "w_h": [H, G*H], "b": [G*H], ...}
+    gx = cell.project(params, x)                  # the state-free part (x @ w_x + b), any leading shape
+    carry, gates = cell.update(params, carry, gx) # one step; gates: the named gate activations
+    carry, y = cell.recurrent_step(params, carry, gx)   # the same step, y = h = carry[-1]
 
-where D is the input size, H the hidden size and G the number of gate blocks
-(1 for `rnn`, 4 for `lstm`, 3 for the GRUs). A step is split in two:
-
-    gx = project_inputs(params, x)            # x @ w_x + b, any leading shape
-    carry, y = recurrent_step(params, carry, gx)
-
-and `step(params, carry, x)` composes them, in `lax.scan` order, so
+`cell.step(params, carry, x)` composes them, so
 `lax.scan(partial(cell.step, params), carry0, xs)` needs no adapter.
 
-Shapes: x [B, D], carry a tuple of [B, H] arrays (`(h,)` or, for the LSTM,
-`(c, h)`), y = h [B, H]. Gate blocks are ordered as in PyTorch (LSTM: i, f, g, o;
-GRU: r, z, n), which makes weight transfer from `torch.nn.LSTM`/`GRU` a
-transpose.
+Parameters: {"w_x": [D, G*H], "w_h": [H, G*H], "b": [G*H], ...}, D the input
+size, H the hidden size, G the gate blocks (1 for `rnn`, 4 for `lstm`, 3 for
+the GRUs). Shapes: x [B, D], carry a tuple of [B, H] arrays (`(h,)`, or `(c, h)`
+for the LSTM: h is always last), y = h [B, H]. Gate blocks are ordered as in
+PyTorch (LSTM: i, f, g, o; GRU: r, z, n), so weights from `torch.nn.LSTM`/`GRU`
+map by a transpose.
 
 GRU convention: for `gru` and `gru_cho` the update gate z weights the *old*
 state, h_t = (1 - z) * n + z * h_{t-1}, as in PyTorch, Flax, Keras and Cho et
 al. 2014. `gru_seed` follows the article's printed equation, where z weights
 the candidate instead.
+
+Adding a cell: write its `init_params` and `update(params, carry, gx) -> (carry,
+gates)` (and `project` if its inputs are not one affine map), register it in
+`CELLS`; it runs everywhere on the reference path. The fast paths
+(`rnnlm.fast`) take it up only if it also declares a `core` (below).
 """
 
 from __future__ import annotations
@@ -52,57 +56,33 @@ def _init_common(key, input_size, hidden_size, gates, init_scale, dtype):
     }
 
 
-@jax.custom_vjp
-def _low_precision_matmul(x, w):
+def matmul(x, w):
+    """x @ w in w's dtype, accumulated in float32: float32 weights give a plain float32 matmul,
+    bfloat16 ones (`model.matmul_dtype`) bfloat16 products while activations and state stay float32."""
     return jnp.matmul(x.astype(w.dtype), w, preferred_element_type=jnp.float32)
 
 
-def _low_precision_fwd(x, w):
-    x = x.astype(w.dtype)
-    return jnp.matmul(x, w, preferred_element_type=jnp.float32), (x, w)
-
-
-def _low_precision_bwd(residuals, g):
-    # Both backward products in the weights' dtype too, accumulated in float32.
-    x, w = residuals
-    dx = jnp.matmul(g.astype(w.dtype), w.T, preferred_element_type=jnp.float32)
-    return dx, weight_gradient(x, g, w)
-
-
-def weight_gradient(x, d_out, w):
-    """The gradient of x @ w with respect to w, summed over every leading axis of x and d_out:
-    in w's dtype, accumulated in float32."""
-    return jnp.einsum("...i,...o->io", x.astype(w.dtype), d_out.astype(w.dtype),
-                      preferred_element_type=jnp.float32).astype(w.dtype)
-
-
-_low_precision_matmul.defvjp(_low_precision_fwd, _low_precision_bwd)
-
-
-def matmul(x, w):
-    """x @ w. Float32 weights: a plain float32 matmul. Bfloat16 weights (`model.matmul_dtype`):
-    bfloat16 products with float32 accumulation, forward and backward — about twice the float32
-    rate on CPUs with AVX512-BF16 — while activations, gates and the carry stay float32."""
-    if w.dtype == jnp.float32:
-        return x @ w
-    return _low_precision_matmul(x, w)
+def add_bias(y, bias):
+    """y [..., N] + bias [N], the broadcast written out (the tests turn implicit rank promotion off)."""
+    return y + bias.reshape((1,) * (y.ndim - bias.ndim) + bias.shape)
 
 
 def project_inputs(params, x):
     """x [..., D] -> x @ w_x + b [..., G*H]: the part of every gate that needs no state."""
-    return matmul(x, params["w_x"]) + params["b"]
+    return add_bias(matmul(x, params["w_x"]), params["b"])
 
 
 # Every cell but gru_cho is "one recurrent matmul, then elementwise gates": its
-# `*_core(params, carry, gx, gh)` takes gh = h_{t-1} @ w_h already computed. That split
-# lets `rnnlm.recurrence` hand-write the backward pass through time (the weight
-# gradient as one big matmul after the loop). `recurrent_step` = core + the matmul.
+# `core(params, carry, gx, gh)` takes gh = h_{t-1} @ w_h already computed, and its
+# `update` is the core after that matmul. The split is what the fast paths need
+# (`rnnlm.fast.bptt` differentiates the loop by hand, `rnnlm.fast.wavefront` batches
+# the layers' matmuls); the reference path only ever calls `update`.
 
-def _step_from_core(core):
-    def recurrent_step(params, carry, gx):
+def _update_from_core(core):
+    def update(params, carry, gx):
         return core(params, carry, gx, matmul(carry[-1], params["w_h"]))
-    recurrent_step.__doc__ = core.__doc__
-    return recurrent_step
+    update.__doc__ = core.__doc__
+    return update
 
 
 # --- vanilla RNN -----------------------------------------------------------
@@ -110,7 +90,7 @@ def _step_from_core(core):
 def rnn_core(params, carry, gx, gh):
     """h_t = tanh(W_xh x_t + b + W_hh h_{t-1});  gx = W_xh x_t + b, gh = W_hh h_{t-1}."""
     h = jnp.tanh(gx + gh)
-    return (h,), h
+    return (h,), {}
 
 
 # --- LSTM ------------------------------------------------------------------
@@ -128,13 +108,14 @@ def lstm_core(params, carry, gx, gh):
         i, f, g, o = split(W_x x_t + b + W_h h_{t-1})      (gx = W_x x_t + b, gh = W_h h_{t-1})
         c_t = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)
         h_t = sigmoid(o) * tanh(c_t)
-    carry = (c, h), each [B, H].
+    carry = (c, h), each [B, H]; gates: input, forget and output.
     """
     c, _ = carry
     i, f, g, o = jnp.split(gx + gh, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
-    return (c, h), h
+    gates = {"input_gate": jax.nn.sigmoid(i), "forget_gate": jax.nn.sigmoid(f), "output_gate": jax.nn.sigmoid(o)}
+    c = gates["forget_gate"] * c + gates["input_gate"] * jnp.tanh(g)
+    h = gates["output_gate"] * jnp.tanh(c)
+    return (c, h), gates
 
 
 # --- GRU, reset after the matmul (cuDNN, PyTorch, Keras reset_after=True, Flax) ---
@@ -160,12 +141,12 @@ def gru_core(params, carry, gx, gh):
     hr, hz, hn = jnp.split(gh, 3, axis=-1)
     r = jax.nn.sigmoid(xr + hr)
     z = jax.nn.sigmoid(xz + hz)
-    n = jnp.tanh(xn + r * (hn + params["b_hn"]))
+    n = jnp.tanh(xn + r * add_bias(hn, params["b_hn"]))
     h = (1.0 - z) * n + z * h
-    return (h,), h
+    return (h,), {"reset_gate": r, "update_gate": z}
 
 
-def gru_cho_recurrent_step(params, carry, gx):
+def gru_cho_update(params, carry, gx):
     """Cho et al. (2014) GRU: the reset gate scales h_{t-1} *before* its matmul.
 
         r, z as in `gru`;  n = tanh(W_in x + b_in + W_hn (r * h_{t-1}))
@@ -180,7 +161,7 @@ def gru_cho_recurrent_step(params, carry, gx):
     z = jax.nn.sigmoid(xz + hz)
     n = jnp.tanh(xn + matmul(r * h, params["w_h"][:, 2 * hidden:]))
     h = (1.0 - z) * n + z * h
-    return (h,), h
+    return (h,), {"reset_gate": r, "update_gate": z}
 
 
 def gru_seed_core(params, carry, gx, gh):
@@ -198,39 +179,39 @@ def gru_seed_core(params, carry, gx, gh):
     z = jax.nn.sigmoid(xz + hz)
     candidate = jnp.tanh(xc + hc)
     h = (1.0 - z) * r * h + z * candidate
-    return (h,), h
-
-
-rnn_recurrent_step = _step_from_core(rnn_core)
-lstm_recurrent_step = _step_from_core(lstm_core)
-gru_recurrent_step = _step_from_core(gru_core)
-gru_seed_recurrent_step = _step_from_core(gru_seed_core)
+    return (h,), {"reset_gate": r, "update_gate": z}
 
 
 # --- registry ----------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """A named cell: its pure functions and the size of its carry."""
+    """A named cell: its pure functions, the size of its carry, and what the fast paths may use."""
 
     name: str
-    gates: int
-    carry_arity: int  # number of [B, H] arrays in the carry
+    gates: int  # gate blocks G: w_x is [D, G*H]
+    carry_names: tuple  # the carry's [B, H] arrays, h last: ("h",) or ("c", "h")
     init_params: Callable
-    recurrent_step: Callable
-    core: Callable | None = None  # (params, carry, gx, gh) -> (carry, y) when gh = h @ w_h is separable
-    summed_gates: int = 0  # the core sees the first this-many gate blocks of gx and gh only through gx + gh
+    update: Callable  # (params, carry, gx) -> (carry, gate activations {name: [B, H]})
+    project: Callable = project_inputs  # (params, x [..., D]) -> gx [..., G*H]
+    # Optional, for the fast paths: (params, carry, gx, gh) -> (carry, gates) when gh = h @ w_h is the
+    # step's only recurrent product, and how many leading gate blocks it reads only through gx + gh.
+    core: Callable | None = None
+    summed_gates: int = 0
 
     @property
-    def additive(self) -> bool:
-        """The core sees gx and gh only through gx + gh (its backward pass can keep just the sum)."""
-        return self.summed_gates == self.gates
+    def carry_arity(self) -> int:
+        return len(self.carry_names)
 
     def init_carry(self, batch_size, hidden_size, dtype=jnp.float32) -> Carry:
-        return tuple(jnp.zeros((batch_size, hidden_size), dtype) for _ in range(self.carry_arity))
+        return tuple(jnp.zeros((batch_size, hidden_size), dtype) for _ in self.carry_names)
+
+    def recurrent_step(self, params, carry, gx):
+        carry, _ = self.update(params, carry, gx)
+        return carry, carry[-1]
 
     def step(self, params, carry, x):
-        return self.recurrent_step(params, carry, project_inputs(params, x))
+        return self.recurrent_step(params, carry, self.project(params, x))
 
 
 def _plain_init(gates):
@@ -240,14 +221,18 @@ def _plain_init(gates):
     return init_params
 
 
+def _with_core(name, gates, carry_names, init_params, core, summed_gates):
+    return Cell(name, gates, carry_names, init_params, _update_from_core(core), core=core, summed_gates=summed_gates)
+
+
 CELLS = {
     cell.name: cell
     for cell in (
-        Cell("rnn", 1, 1, _plain_init(1), rnn_recurrent_step, rnn_core, summed_gates=1),
-        Cell("lstm", 4, 2, lstm_init_params, lstm_recurrent_step, lstm_core, summed_gates=4),
-        Cell("gru", 3, 1, gru_init_params, gru_recurrent_step, gru_core, summed_gates=2),
-        Cell("gru_cho", 3, 1, _plain_init(3), gru_cho_recurrent_step),
-        Cell("gru_seed", 3, 1, _plain_init(3), gru_seed_recurrent_step, gru_seed_core, summed_gates=3),
+        _with_core("rnn", 1, ("h",), _plain_init(1), rnn_core, summed_gates=1),
+        _with_core("lstm", 4, ("c", "h"), lstm_init_params, lstm_core, summed_gates=4),
+        _with_core("gru", 3, ("h",), gru_init_params, gru_core, summed_gates=2),
+        Cell("gru_cho", 3, ("h",), _plain_init(3), gru_cho_update),
+        _with_core("gru_seed", 3, ("h",), _plain_init(3), gru_seed_core, summed_gates=3),
     )
 }
 

@@ -18,25 +18,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import pathlib
 import sys
 
+from rnnlm.config import EXPERIMENTS_DIR, resolve_experiment
 from rnnlm.errors import UserError
 from rnnlm.preemption import Preempted
-
-EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "experiments"
-
-
-def _resolve_config_path(value: str) -> str:
-    """Accept `experiments/x.py`, `x.py` or `x` from any directory, with an optional `:arg`."""
-    path, sep, arg = value.rpartition(":") if ".py:" in value else (value, "", "")
-    candidates = [pathlib.Path(path), EXPERIMENTS_DIR / path, EXPERIMENTS_DIR / pathlib.Path(path).name,
-                  EXPERIMENTS_DIR / f"{path}.py"]
-    found = next((p for p in candidates if p.is_file()), None)
-    if found is None:
-        raise UserError(f"experiment config not found: {path}")
-    return f"{found}{sep}{arg}"
-
 
 def parse_config(args: list[str]):
     """`--config FILE[:ARG]` and `--config.a.b=value` overrides -> a locked ConfigDict."""
@@ -46,9 +32,9 @@ def parse_config(args: list[str]):
     args = list(args)
     for i, arg in enumerate(args):
         if arg == "--config" and i + 1 < len(args):
-            args[i + 1] = _resolve_config_path(args[i + 1])
+            args[i + 1] = resolve_experiment(args[i + 1])
         elif arg.startswith("--config="):
-            args[i] = "--config=" + _resolve_config_path(arg.split("=", 1)[1])
+            args[i] = "--config=" + resolve_experiment(arg.split("=", 1)[1])
     values = flags.FlagValues()
     # sys_argv: config_flags reads the overrides from it, not from the list given to the parser.
     config_flags.DEFINE_config_file("config", default=str(EXPERIMENTS_DIR / "default.py"),
@@ -77,9 +63,12 @@ def _explain_override_error(args: list[str], error: Exception) -> str:
         config = values.config
     except Exception:  # the config file itself is broken: report the original error
         config = None
+    from rnnlm.config import MOVED
     for arg in args:
         if arg.startswith("--config."):
             field = arg[len("--config."):].split("=", 1)[0]
+            if field in MOVED:
+                return f"config field {field!r} is now {MOVED[field]!r} (--config.{MOVED[field]}=...)"
             node = config
             for part in field.split("."):
                 if node is None or not hasattr(node, "keys") or part not in node:
@@ -104,25 +93,26 @@ def _train(args, rest):
 
 def _eval(args, rest):
     _no_extra(rest)
-    from rnnlm.inference import load_run
+    from rnnlm.runs import load_run
     run = load_run(args.workdir, args.checkpoint)
     metrics = run.evaluate(args.split)
     if run.task == "classify":
-        from rnnlm.classify import format_confusion
+        from rnnlm.tasks.classify import format_confusion
         print(f"{args.split}: accuracy {metrics['accuracy']:.2%} of {metrics['examples']:,}, loss {metrics['loss']:.4f} "
               f"(step {run.step}, {args.workdir})")
         print("confusion matrix:\n" + format_confusion(metrics["confusion"], run.tokenizer.classes))
         return
+    from rnnlm.metrics import LN2
     unit = "bits/char" if run.tokenizer.kind == "char" else "bits/token"
     per_word = (f"; per word: perplexity {metrics['word_perplexity']:.2f}, bits/char {metrics['bits_per_char']:.4f}"
                 if "word_perplexity" in metrics else "")
     print(f"{args.split}: loss {metrics['loss']:.4f}, perplexity {metrics['perplexity']:.2f}, "
-          f"{unit} {metrics['loss'] / 0.6931471805599453:.4f}{per_word} (step {run.step}, {args.workdir})")
+          f"{unit} {metrics['loss'] / LN2:.4f}{per_word} (step {run.step}, {args.workdir})")
 
 
 def _generate(args, rest):
     _no_extra(rest)
-    from rnnlm.inference import load_run
+    from rnnlm.runs import load_run
     run = load_run(args.workdir, args.checkpoint)
     for text in run.generate(args.prompt, args.length, args.temperature, args.top_k, args.top_p,
                              args.seed, args.num_samples):
@@ -130,7 +120,7 @@ def _generate(args, rest):
 
 
 def _predict(args, rest):
-    from rnnlm.inference import load_run
+    from rnnlm.runs import load_run
     sentences = list(args.sentences) + rest  # argparse leaves sentences after an option in rest
     if any(s.startswith("--") for s in rest):
         raise UserError(f"unexpected argument {next(s for s in rest if s.startswith('--'))!r}")
@@ -171,7 +161,7 @@ def _sweep(args, rest):
     given += [a.split("=", 1)[1] for a in rest if a.startswith("--config=")]
     if not given:
         raise UserError("sweep needs --config experiments/ablations/<name>.py[:arg], a file with get_sweep()")
-    points = sweep.load_sweep(_resolve_config_path(given[-1]), config)
+    points = sweep.load_sweep(resolve_experiment(given[-1]), config)
     if args.seeds is not None:
         try:
             seeds = [int(s) for s in args.seeds.split(",")]
@@ -233,7 +223,7 @@ def _units(args, rest):
 
 
 def _bench(args, rest):
-    from experiments.benchmarks import run  # options: python -m experiments.benchmarks.run --help
+    from rnnlm.bench import run  # options: python -m rnnlm.bench --help
     run.main(rest)
 
 

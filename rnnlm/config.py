@@ -7,24 +7,28 @@ starts from `base_config()`; the CLI locks the result, so a misspelt override
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pathlib
 
 import ml_collections
+
+# The repository's experiments, for `--config x.py` or `x` from any directory (a source checkout).
+EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "experiments"
 
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.name = "default"  # experiment name; the default workdir is runs/<name>
     c.seed = 0  # seeds parameter init, dropout and sampling
-    c.task = "lm"  # "lm": language model | "classify": text classifier (rnnlm/classify.py)
+    c.task = "lm"  # "lm": language model | "classify": text classifier (rnnlm/tasks/)
 
     c.data = ml_collections.ConfigDict()
     c.data.corpus = "default"  # registered corpus name, "default" (offline), or a path to a file/folder
     c.data.data_dir = ""  # where registered corpora are looked up first; "" = $RNNLM_DATA_DIR
-    c.data.train_path = ""  # explicit train/valid/test files (all three or none)
-    c.data.valid_path = ""
-    c.data.test_path = ""
+    c.data.train_path = ""  # explicit train file (set all three paths or none)
+    c.data.valid_path = ""  # explicit validation file
+    c.data.test_path = ""  # explicit test file
     c.data.split = (0.9, 0.05, 0.05)  # train/valid/test fractions when one file is split by position
     c.data.tokenizer = ""  # "char" | "word" | "sentencepiece"; "" = the corpus's usual one
     c.data.max_vocab = 0  # word tokenizer: keep the most frequent words (incl. <unk>, <eos>); 0 = all
@@ -51,17 +55,21 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.embed_dropout = 0.0  # dropout rate on the embeddings
     c.model.tie_weights = False  # share embedding and softmax weights
     c.model.init_scale = 0.0  # U(-s, s) init for all weights; 0 = per-part defaults (1/sqrt(H) for cells)
-    c.model.unroll = 1  # lax.scan unroll factor of training (speed only)
-    c.model.eval_unroll = 2  # language models: lax.scan unroll factor of evaluation and other forward-only passes (speed only)
-    c.model.fold_embedding = True  # language models over a vocabulary no wider than embed_size: the first layer reads embedding @ w_x + b by id (speed only)
-    c.model.wavefront = True  # CPU evaluation of stacks of H <= 256 with embed_size == hidden_size: all layers advance together, one a step behind the other (speed only)
-    c.model.matmul_dtype = "float32"  # "bfloat16": bf16 matmuls, float32 accumulation and state (speed; ~2x on AVX512-BF16 CPUs)
+    c.model.matmul_dtype = "float32"  # "bfloat16": bf16 matmuls, float32 accumulation and state (~2x on AVX512-BF16 CPUs)
     c.model.num_classes = 0  # classify: output classes; 0 = the number of labels in train
     c.model.bidirectional = False  # classify: each layer also reads the sequence backwards; features concatenated
     c.model.pooling = "last"  # classify: sequence feature: "last" state | "mean" | "max" over the valid steps
     c.model.embeddings_from = ""  # classify: a word-level LM run whose embedding (and vocabulary) starts the classifier's
     c.model.freeze_embeddings = False  # classify: keep the embedding fixed during training
     c.model.use_mask = True  # classify: False feeds padding to the cells like any token (the masking ablation)
+
+    # How to compute, never what: a resumed run may change any of these (rnnlm/fast/__init__.py).
+    c.speed = ml_collections.ConfigDict()
+    c.speed.reference = False  # True: the plain reference path everywhere (debugging a new cell); no fast path
+    c.speed.unroll = 1  # lax.scan unroll factor of training's passes
+    c.speed.eval_unroll = 2  # lax.scan unroll factor of forward-only passes (evaluation, scoring, prompts)
+    c.speed.fold_embedding = True  # a vocabulary no wider than embed_size: the first layer reads embedding @ w_x + b by id
+    c.speed.wavefront = True  # CPU forward-only passes of stacks of H <= 256, embed_size == hidden_size: all layers in one loop
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32  # global batch: number of parallel token streams
@@ -102,11 +110,17 @@ def config_json(config) -> str:
     return config.to_json(indent=2, sort_keys=True) + "\n"
 
 
+# Fields that moved: a run saved before the move reads them at their new place.
+MOVED = {"model.unroll": "speed.unroll", "model.eval_unroll": "speed.eval_unroll",
+         "model.fold_embedding": "speed.fold_embedding", "model.wavefront": "speed.wavefront"}
+
+
 def load_config(path: pathlib.Path) -> ml_collections.ConfigDict:
     """Read a run's config.json back onto today's defaults; lists become tuples as in the experiment files.
 
     Starting from `base_config()` means a run saved before a field existed reads
-    as if it had the field's default (which is what it ran with).
+    as if it had the field's default (which is what it ran with); a field that
+    moved (`MOVED`) is read at its new place.
     """
     def merge(base: dict, saved: dict) -> dict:
         out = dict(base)
@@ -118,7 +132,37 @@ def load_config(path: pathlib.Path) -> ml_collections.ConfigDict:
         return out
 
     saved = json.loads(pathlib.Path(path).read_text())
+    for old, new in MOVED.items():
+        (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+        if old_key in saved.get(old_section, {}):
+            saved.setdefault(new_section, {})[new_key] = saved[old_section].pop(old_key)
     return ml_collections.ConfigDict(merge(base_config().to_dict(), saved))
+
+
+def resolve_experiment(value: str) -> str:
+    """`experiments/x.py`, `x.py` or `x`, from any directory, with an optional `:arg` -> `path[:arg]`."""
+    from rnnlm.errors import UserError
+    path, sep, arg = value.rpartition(":") if ".py:" in value else (value, "", "")
+    candidates = [pathlib.Path(path), EXPERIMENTS_DIR / path, EXPERIMENTS_DIR / pathlib.Path(path).name,
+                  EXPERIMENTS_DIR / f"{path}.py"]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise UserError(f"experiment config not found: {path}")
+    return f"{found}{sep}{arg}"
+
+
+def load_experiment_module(path):
+    """An experiment file as a module, loaded by path: experiments are files, not an installed package."""
+    path = pathlib.Path(path)
+    spec = importlib.util.spec_from_file_location(f"rnnlm_experiment_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def experiment_config(name: str, arg=None) -> ml_collections.ConfigDict:
+    """`get_config(arg)` of an experiment, by name or path (one experiment building on another)."""
+    return load_experiment_module(resolve_experiment(name)).get_config(arg)
 
 
 def make_tiny(config, name_suffix: str = "_tiny") -> ml_collections.ConfigDict:
@@ -147,12 +191,7 @@ def validate(config) -> None:
     from rnnlm.optim import SCHEDULES
 
     get_cell(config.model.cell)
-    corpus = config.data.corpus
-    if not any([config.data.train_path, config.data.lines, corpus == corpora.DEFAULT_CORPUS, corpus in corpora.CORPORA,
-                pathlib.Path(corpus).expanduser().exists()]):
-        if "/" in corpus or "." in corpus:
-            raise UserError(f"data.corpus: path not found: {corpus}")
-        corpora.get_corpus(corpus)
+    corpora.resolve(config.data)  # a name or path that names no corpus
     if config.data.tokenizer and config.data.tokenizer not in TOKENIZERS:
         raise UserError(f"unknown data.tokenizer {config.data.tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
     _validate_task_fields(config)
@@ -164,7 +203,7 @@ def validate(config) -> None:
         raise UserError(f"model.matmul_dtype must be float32 or bfloat16, got {config.model.matmul_dtype!r}")
     if config.train.loss not in ("token_mean", "time_sum"):
         raise UserError(f"unknown train.loss {config.train.loss!r}; choose token_mean or time_sum")
-    positive = ["model.embed_size", "model.hidden_size", "model.num_layers", "model.unroll", "model.eval_unroll",
+    positive = ["model.embed_size", "model.hidden_size", "model.num_layers", "speed.unroll", "speed.eval_unroll",
                 "train.batch_size", "train.bptt", "train.epochs", "train.log_every",
                 "train.learning_rate", "eval.batch_size"]
     for field in positive:

@@ -1,4 +1,4 @@
-"""Per-word perplexity and bits per character: numbers that compare across tokenizers.
+"""Per-token metrics, and per-word perplexity and bits per character: numbers that compare across tokenizers.
 
 A model's perplexity is per *its own* token, so a character model, a word model
 and a subword model of the same text report numbers on three different scales.
@@ -27,6 +27,14 @@ import pathlib
 LN2 = math.log(2.0)
 
 
+def summarize(nll_sum: float, tokens: float, char_level: bool) -> dict:
+    """Total NLL (nats) over `tokens` predictions -> loss (nats per token), perplexity, bits per token or char."""
+    loss = float(nll_sum) / max(float(tokens), 1.0)
+    out = {"loss": loss, "perplexity": math.exp(min(loss, 700.0))}
+    out["bits_per_char" if char_level else "bits_per_token"] = loss / LN2
+    return out
+
+
 def text_units(text: str) -> dict:
     """{"words", "chars"} of a split, each less the unpredicted first unit (see the module docstring)."""
     lines = text.splitlines()
@@ -41,25 +49,30 @@ def per_unit_metrics(nll_sum: float, units: dict) -> dict:
     return {"word_perplexity": math.exp(min(per_word, 700.0)), "bits_per_char": float(nll_sum) / (units["chars"] * LN2)}
 
 
-def split_units(config, workdir, write: bool = True) -> dict:
-    """{split: text_units} for a run's splits, cached in <workdir>/data/units.json (read from the corpus once).
+def _units_path(workdir) -> pathlib.Path:
+    return pathlib.Path(workdir) / "data" / "units.json"
 
-    write: whether this process may write the cache (the writer process of a multi-host run).
-    """
+
+def split_units(config, workdir) -> dict:
+    """{split: text_units} of a run's splits: the workdir's data/units.json, else counted from the corpus."""
     from rnnlm.data import text as text_lib
-    from rnnlm.workdir import write_atomically
-    path = pathlib.Path(workdir) / "data" / "units.json"
+    path = _units_path(workdir)
     if path.exists():
         return json.loads(path.read_text())
     texts, _ = text_lib.load_corpus_text(config.data)
-    units = {split: text_units(texts[split]) for split in text_lib.SPLITS}
-    if write and path.parent.is_dir():
+    return {split: text_units(texts[split]) for split in text_lib.SPLITS}
+
+
+def write_units(workdir, units: dict) -> None:
+    """Cache the units in data/units.json, where the workdir has a data cache and lacks it."""
+    from rnnlm.workdir import write_atomically
+    path = _units_path(workdir)
+    if path.parent.is_dir() and not path.exists():
         write_atomically(path, json.dumps(units).encode())
-    return units
 
 
 def with_per_unit_metrics(metrics: dict, num_targets: int, units: dict) -> dict:
-    """An Evaluator result ({"loss": mean NLL per target, ...}) with word_perplexity and bits_per_char added.
+    """An evaluator's result ({"loss": mean NLL per target, ...}) with word_perplexity and bits_per_char added.
 
     num_targets: the targets the evaluator scored, len(ids) - 1.
     """

@@ -1,23 +1,25 @@
 """Models: Flax Linen modules that only create parameters and call the pure functions.
 
-All computation lives in `rnnlm.cells` and `rnnlm.recurrence`; the modules here
-decide the parameter names and shapes and wire embedding -> stack -> decoder (the
-language model) or embedding -> stack -> pooling -> dense (the classifier).
+All computation lives in `rnnlm.cells` and `rnnlm.recurrence` (the reference
+path) and `rnnlm.fast` (the same numbers, faster; `rnnlm.fast.choose` says
+which runs where); the modules here decide the parameter names and shapes and
+wire embedding -> stack -> decoder (the language model) or embedding -> stack
+-> pooling -> dense (the classifier). Parameter trees: `embedding`, `layer_<i>`
+(`w_x`, `w_h`, `b`, a GRU's `b_hn`), the language model's `projection`,
+`decoder` and `decoder_bias`, the classifier's `backward_layer_<i>`, `dense`
+and `dense_bias`.
 """
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
-from rnnlm.cells import get_cell, matmul
-from rnnlm.recurrence import dropout, initial_carry, input_table, project_in_loop, run_stack, run_wavefront, scan_layer
-
-# Forward-only passes of stacks this narrow run their layers as a wavefront on CPUs (README, levers):
-# an evaluation window measured 6-10% faster at H = 200, -1% to +5% at H = 100-256, and -2% to +1%
-# at H = 300-650, where the products, not their overhead, take the time.
-WAVEFRONT_MAX_HIDDEN = 256
+from rnnlm import cells, fast
+from rnnlm.cells import add_bias, get_cell
+from rnnlm.fast import precision, table, wavefront
+from rnnlm.recurrence import Probe, dropout, initial_carry, run_stack
 
 
 def _uniform_init(scale):
@@ -42,11 +44,8 @@ class LanguageModel(nn.Module):
     embed_dropout: float = 0.0  # on the embedding output
     tie_weights: bool = False  # softmax weights = embedding matrix (Press & Wolf 2017)
     init_scale: float = 0.0  # U(-s, s) for every weight; 0 = each part's default
-    unroll: int = 1  # lax.scan unroll factor of training's forward and backward passes
-    eval_unroll: int = 2  # lax.scan unroll factor of forward-only passes (evaluation, scoring, prompts)
     matmul_dtype: str = "float32"  # "bfloat16": matmuls in bfloat16 with float32 accumulation
-    fold_embedding: bool = True  # the first layer reads embedding @ w_x + b by token id where that is cheaper
-    wavefront: bool = True  # forward-only passes of narrow stacks advance all layers together where that is cheaper
+    speed: fast.Speed = fast.Speed()  # how to compute (fast paths, unrolling), never what
 
     def setup(self):
         cell = get_cell(self.cell)
@@ -60,65 +59,64 @@ class LanguageModel(nn.Module):
         out_size = self.hidden_size
         if self.tie_weights and self.hidden_size != self.embed_size:
             # Tying needs features of the embedding's width; a linear map bridges H -> E.
-            self.projection = self.param("projection", _uniform_init(self.init_scale or self.hidden_size ** -0.5), (self.hidden_size, self.embed_size))
+            self.projection = self.param("projection", _uniform_init(self.init_scale or self.hidden_size ** -0.5),
+                                         (self.hidden_size, self.embed_size))
             out_size = self.embed_size
         if not self.tie_weights:
             self.decoder = self.param("decoder", _uniform_init(self.init_scale or out_size ** -0.5), (out_size, self.vocab_size))
         self.decoder_bias = self.param("decoder_bias", nn.initializers.zeros, (self.vocab_size,))
 
+    def example_inputs(self):
+        """The smallest arguments of `__call__`, for initialising the parameters (`init_params`)."""
+        return jnp.zeros((1, 1), jnp.int32), self.initial_carry(1)
+
     def initial_carry(self, batch_size: int):
         return initial_carry(get_cell(self.cell), self.num_layers, batch_size, self.hidden_size)
 
-    def features(self, tokens, carry, *, train: bool = False):
-        """tokens [B, T] -> (features [B, T, F], carry): everything before the decoder matmul."""
+    def plan(self, tokens_shape=(0, 0), *, train: bool = False, probe: bool = False) -> fast.Plan:
+        """The fast paths a call on tokens of this [B, T] shape takes (`rnnlm.fast.choose`)."""
+        batch, steps = tokens_shape
+        return fast.choose(self.speed, get_cell(self.cell), train=train, probe=probe, vocab=self.vocab_size,
+                           embed=self.embed_size, hidden=self.hidden_size, layers=self.num_layers, steps=steps,
+                           tokens=batch * steps, embed_dropout=train and self.embed_dropout > 0,
+                           matmul_dtype=self.matmul_dtype)
+
+    def features(self, tokens, carry, *, train: bool = False, probe: Probe | None = None):
+        """tokens [B, T] -> (features [B, T, F], carry): everything before the decoder matmul.
+
+        With a `probe` the reference path runs and, for a recording probe, a third item holds the
+        probed layer's states (`rnnlm.recurrence.Probe`).
+        """
         rng = self.make_rng("dropout") if train and (self.dropout or self.embed_dropout) else None
+        plan = self.plan(tokens.shape, train=train, probe=probe is not None)
+        cell, matmul = get_cell(self.cell), self._matmul(plan)
         layers = [self._cast_matrices(p) for p in self.layers]
-        if self._folds(tokens, rng):
+        if plan.input_table:
             # The first layer gathers rows of embedding @ w_x + b by id instead of multiplying
             # every token's embedding by w_x: same values, V rows of matmul instead of B*T.
-            layers[0] = {**layers[0], "w_x": input_table(self._cast(self.embedding), layers[0])}
+            layers[0] = {**layers[0], "w_x": table.input_table(self._cast(self.embedding), layers[0], matmul)}
             xs = tokens.T
         else:
             xs = jnp.take(self.embedding, tokens.T, axis=0)  # [T, B, E]: transpose ids, not activations
         if rng is not None and self.embed_dropout:
             xs = dropout(jax.random.fold_in(rng, 0), self.embed_dropout, xs)
-        # Unrolling halves a forward-only loop's per-step overhead (ptb_small eval +10-15%) but slowed
-        # training's backward pass, so the two passes have their own factors.
-        cell, unroll = get_cell(self.cell), self.unroll if train else self.eval_unroll
-        if self._runs_wavefront(xs, train):
-            carry, ys = run_wavefront(cell, layers, carry, xs, unroll=unroll)
+        # Unrolling halves a forward-only loop's per-step overhead but slowed training's backward
+        # pass, so the two passes have their own factors.
+        unroll = self.speed.unroll if train else self.speed.eval_unroll
+        recorded = None
+        if plan.wavefront:
+            carry, ys = wavefront.run_wavefront(cell, layers, carry, xs, unroll=unroll)
         else:
-            carry, ys = run_stack(cell, layers, carry, xs, dropout_rate=self.dropout, rng=rng, unroll=unroll)
+            out = run_stack(cell, layers, carry, xs, dropout_rate=self.dropout, rng=rng, unroll=unroll, probe=probe,
+                            scan=fast.layer_scan(plan))
+            carry, ys = out[:2]
+            recorded = out[2] if len(out) > 2 else None
         if rng is not None:
             ys = dropout(jax.random.fold_in(rng, self.num_layers), self.dropout, ys)
         ys = jnp.swapaxes(ys, 0, 1)
         if self.tie_weights and self.hidden_size != self.embed_size:
             ys = matmul(ys, self._cast(self.projection))
-        return ys, carry
-
-    def _folds(self, tokens, rng) -> bool:
-        """Whether `features` reads the first layer's inputs from `input_table` (README, levers).
-
-        Not under embedding dropout (each position's input then differs). A rule of thumb for
-        where it pays: a vocabulary no larger than the embedding (a GRU's forward-only pass reads
-        the table through a [B, V] one-hot matmul in place of the [B, E] product) and a call with
-        at least twice as many tokens as the vocabulary has entries (the table itself costs V rows
-        of matmul, and of gradient). Character models are well inside it (V = 65, E = 128,
-        thousands of tokens a window); word models, and calls of fewer than 2V tokens such as
-        most one-token sampling steps, are outside.
-        """
-        return (self.fold_embedding and not (rng is not None and self.embed_dropout)
-                and self.vocab_size <= self.embed_size and 2 * self.vocab_size <= tokens.size)
-
-    def _runs_wavefront(self, xs, train: bool) -> bool:
-        """Whether `features` runs the stack with `run_wavefront`: a forward-only pass (no dropout;
-        training's backward pass is `scan_layer`'s) of two or more layers, each reading H-wide
-        embedded inputs (not folded ids), H <= WAVEFRONT_MAX_HIDDEN, at least one step per layer,
-        on a CPU (measured there; accelerators keep `run_stack`, whose first layer projects all
-        its inputs in one matmul before the loop, `recurrence.project_in_loop`)."""
-        return (self.wavefront and not train and self.num_layers >= 2 and get_cell(self.cell).core is not None
-                and xs.ndim == 3 and self.embed_size == self.hidden_size <= WAVEFRONT_MAX_HIDDEN
-                and xs.shape[0] >= self.num_layers and project_in_loop())
+        return (ys, carry) if recorded is None else (ys, carry, recorded)
 
     def decoder_weights(self):
         """(weight [F, V] in the matmul dtype, bias [V]): logits = features @ weight + bias."""
@@ -127,10 +125,13 @@ class LanguageModel(nn.Module):
     def decode(self, features):
         """features [..., F] -> logits [..., V] (float32)."""
         weight, bias = self.decoder_weights()
-        return matmul(features, weight) + bias
+        return add_bias(self._matmul(self.plan())(features, weight), bias)
+
+    def _matmul(self, plan: fast.Plan):
+        return precision.matmul if plan.low_precision_backward else cells.matmul
 
     def _cast(self, matrix):
-        # Cast once per step, outside the scan; parameters and their gradients stay float32.
+        # Cast once per call, outside the scan; parameters and their gradients stay float32.
         return matrix.astype(jnp.dtype(self.matmul_dtype))
 
     def _cast_matrices(self, params):
@@ -139,30 +140,6 @@ class LanguageModel(nn.Module):
     def __call__(self, tokens, carry, *, train: bool = False):
         features, carry = self.features(tokens, carry, train=train)
         return self.decode(features), carry
-
-
-def language_model_from_config(model_config, vocab_size: int) -> LanguageModel:
-    get_cell(model_config.cell)  # fail early, with the list of names, on a typo
-    return LanguageModel(
-        vocab_size=vocab_size,
-        embed_size=model_config.embed_size,
-        hidden_size=model_config.hidden_size,
-        num_layers=model_config.num_layers,
-        cell=model_config.cell,
-        dropout=model_config.dropout,
-        embed_dropout=model_config.embed_dropout,
-        tie_weights=model_config.tie_weights,
-        init_scale=model_config.init_scale,
-        unroll=model_config.unroll,
-        eval_unroll=model_config.eval_unroll,
-        matmul_dtype=model_config.matmul_dtype,
-        fold_embedding=model_config.fold_embedding,
-        wavefront=model_config.wavefront,
-    )
-
-
-def count_params(params) -> int:
-    return sum(x.size for x in jax.tree_util.tree_leaves(params))
 
 
 class Classifier(nn.Module):
@@ -195,8 +172,8 @@ class Classifier(nn.Module):
     dropout: float = 0.0  # between layers and on the pooled features
     embed_dropout: float = 0.0  # on the embedding output
     init_scale: float = 0.0  # U(-s, s) for every weight; 0 = each part's default
-    unroll: int = 1
     freeze_embeddings: bool = False  # no gradient reaches the embedding (pretrained vectors kept as they are)
+    speed: fast.Speed = fast.Speed()
 
     def setup(self):
         cell = get_cell(self.cell)
@@ -212,28 +189,26 @@ class Classifier(nn.Module):
         self.dense = self.param("dense", _uniform_init(self.init_scale or features ** -0.5), (features, self.num_classes))
         self.dense_bias = self.param("dense_bias", nn.initializers.zeros, (self.num_classes,))
 
+    def example_inputs(self):
+        return jnp.zeros((1, 1), jnp.int32), jnp.ones((1, 1), bool)
+
     def features(self, tokens, mask=None, *, train: bool = False):
         """tokens [B, T] (and mask [B, T]) -> pooled features [B, directions * H]."""
         cell = get_cell(self.cell)
         rng = self.make_rng("dropout") if train and (self.dropout or self.embed_dropout) else None
-        batch = tokens.shape[0]
+        plan = fast.choose(self.speed, cell, train=train)
         table = jax.lax.stop_gradient(self.embedding) if self.freeze_embeddings else self.embedding
         xs = jnp.take(table, tokens.T, axis=0)  # [T, B, E]
         mask_t = None if mask is None else mask.T.astype(bool)  # [T, B]
         if rng is not None:
             xs = dropout(jax.random.fold_in(rng, 0), self.embed_dropout, xs)
-        stacks = [(self.layers, False)] + ([(self.backward_layers, True)] if self.bidirectional else [])
-        for depth in range(self.num_layers):
-            if depth > 0 and rng is not None:
-                xs = dropout(jax.random.fold_in(rng, depth), self.dropout, xs)
-            outputs, finals = [], []
-            for layers, reverse in stacks:
-                carry = cell.init_carry(batch, self.hidden_size, xs.dtype)
-                carry, ys = scan_layer(cell, layers[depth], carry, xs, mask_t, reverse=reverse, unroll=self.unroll)
-                outputs.append(ys)
-                finals.append(carry[-1])  # h: the last element of every cell's carry
-            xs = jnp.concatenate(outputs, axis=-1)
-        pooled = self._pool(xs, jnp.concatenate(finals, axis=-1), mask_t)
+        zeros = initial_carry(cell, self.num_layers, tokens.shape[0], self.hidden_size, xs.dtype)
+        backward = (self.backward_layers, zeros) if self.bidirectional else ((), ())
+        carries, ys = run_stack(cell, self.layers, zeros, xs, mask_t, reverse_layers=backward[0],
+                                reverse_carries=backward[1], dropout_rate=self.dropout, rng=rng,
+                                unroll=self.speed.unroll if train else self.speed.eval_unroll, scan=fast.layer_scan(plan))
+        tops = [carries[0][-1], carries[1][-1]] if self.bidirectional else [carries[-1]]
+        pooled = self._pool(ys, jnp.concatenate([top[-1] for top in tops], axis=-1), mask_t)  # h: a carry's last part
         if rng is not None:
             pooled = dropout(jax.random.fold_in(rng, self.num_layers), self.dropout, pooled)
         return pooled
@@ -254,23 +229,35 @@ class Classifier(nn.Module):
         raise ValueError(f"unknown pooling {self.pooling!r}; choose last, mean or max")
 
     def __call__(self, tokens, mask=None, *, train: bool = False):
-        return self.features(tokens, mask, train=train) @ self.dense + self.dense_bias
+        return add_bias(self.features(tokens, mask, train=train) @ self.dense, self.dense_bias)
 
 
-def classifier_from_config(model_config, vocab_size: int, num_classes: int) -> Classifier:
-    get_cell(model_config.cell)
-    return Classifier(
-        vocab_size=vocab_size,
-        num_classes=num_classes,
-        embed_size=model_config.embed_size,
-        hidden_size=model_config.hidden_size,
-        num_layers=model_config.num_layers,
-        cell=model_config.cell,
-        bidirectional=model_config.bidirectional,
-        pooling=model_config.pooling,
-        dropout=model_config.dropout,
-        embed_dropout=model_config.embed_dropout,
-        init_scale=model_config.init_scale,
-        unroll=model_config.unroll,
-        freeze_embeddings=model_config.freeze_embeddings,
-    )
+def language_model_from_config(config, vocab_size: int) -> LanguageModel:
+    """The language model of a run's config (its `model` and `speed` sections)."""
+    m = config.model
+    get_cell(m.cell)  # fail early, with the list of names, on a typo
+    return LanguageModel(vocab_size=vocab_size, embed_size=m.embed_size, hidden_size=m.hidden_size,
+                         num_layers=m.num_layers, cell=m.cell, dropout=m.dropout, embed_dropout=m.embed_dropout,
+                         tie_weights=m.tie_weights, init_scale=m.init_scale, matmul_dtype=m.matmul_dtype,
+                         speed=fast.Speed.from_config(config.speed))
+
+
+def classifier_from_config(config, vocab_size: int, num_classes: int) -> Classifier:
+    m = config.model
+    get_cell(m.cell)
+    return Classifier(vocab_size=vocab_size, num_classes=num_classes, embed_size=m.embed_size,
+                      hidden_size=m.hidden_size, num_layers=m.num_layers, cell=m.cell, bidirectional=m.bidirectional,
+                      pooling=m.pooling, dropout=m.dropout, embed_dropout=m.embed_dropout, init_scale=m.init_scale,
+                      freeze_embeddings=m.freeze_embeddings, speed=fast.Speed.from_config(config.speed))
+
+
+def init_params(model: nn.Module, key):
+    """The parameters of a model from its `example_inputs` (the one initialiser)."""
+    return model.init({"params": key}, *model.example_inputs())["params"]
+
+
+def count_params(model_or_params) -> int:
+    """Parameters of a model (counted from its initialiser's shapes, nothing allocated) or of a tree."""
+    if isinstance(model_or_params, nn.Module):
+        model_or_params = jax.eval_shape(lambda: init_params(model_or_params, jax.random.PRNGKey(0)))
+    return sum(x.size for x in jax.tree_util.tree_leaves(model_or_params))

@@ -43,7 +43,21 @@ def make_optimizer(train_config, total_steps: int) -> optax.GradientTransformati
         raise UserError(f"unknown train.optimizer {c.optimizer!r}; choose one of {', '.join(builders)}")
     optimizer = optax.inject_hyperparams(builders[c.optimizer])(learning_rate=learning_rate)
     clip = optax.clip_by_global_norm(c.grad_clip) if c.grad_clip > 0 else optax.identity()
-    return optax.chain(clip, optimizer)
+    return with_standard_promotion(optax.chain(clip, optimizer))
+
+
+def with_standard_promotion(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`tx` with its arithmetic under JAX's standard dtype promotion. Optax mixes Python floats with its
+    int32 step counts (schedules, Adam's bias correction), which the tests' strict promotion refuses;
+    the state is `tx`'s own."""
+    def init(params):
+        with jax.numpy_dtype_promotion("standard"):
+            return tx.init(params)
+
+    def update(updates, state, params=None):
+        with jax.numpy_dtype_promotion("standard"):
+            return tx.update(updates, state, params)
+    return optax.GradientTransformation(init, update)
 
 
 def _hyperparams(opt_state):

@@ -9,10 +9,10 @@ Matplotlib runs with the Agg backend: no display is needed.
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 from rnnlm.errors import UserError
+from rnnlm.workdir import read_metrics
 
 
 def pyplot():
@@ -20,23 +20,6 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
-
-
-def read_metrics(workdir) -> list[dict]:
-    """The records of `<workdir>/metrics.jsonl`; a UserError when there are none."""
-    path = pathlib.Path(workdir) / "metrics.jsonl"
-    if not path.is_file():
-        raise UserError(f"no metrics.jsonl in {workdir}")
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise UserError(f"{path}:{number} is not a JSON record") from None
-    if not records:
-        raise UserError(f"{path} holds no records yet")
-    return records
 
 
 def expand_runs(workdirs, marker: str = "metrics.jsonl") -> list[pathlib.Path]:

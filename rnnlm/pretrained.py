@@ -36,14 +36,20 @@ def language_model_vectors(workdir, embed_size: int) -> tuple[list[str], np.ndar
     The latest, not the best-on-valid one: a run's last valid and test lines score its final state, and a run
     stopped by time_budget_minutes saves its last (usually best-trained) state without a valid score.
     """
-    from rnnlm.inference import load_run
+    from rnnlm.config import load_config
+    from rnnlm.tasks import lm
+    from rnnlm.workdir import existing_run
     try:
-        run = load_run(workdir, "latest")
+        workdir = existing_run(workdir)
+        config = load_config(workdir / "config.json")
+        kind = "a classifier" if config.task != lm.NAME else None
+        run = lm.load(workdir, config, "latest") if kind is None else None
     except UserError as e:  # not a run, or one without a checkpoint yet
         raise UserError(f"model.embeddings_from: {e}; train it first, e.g. rnnlm train --config "
                         f"experiments/wikitext2_vectors.py --workdir {workdir}") from None
-    if run.task != "lm" or run.tokenizer.kind != "word":
-        kind = "a classifier" if run.task != "lm" else f"a {run.tokenizer.kind}-level language model"
+    if kind is None and run.tokenizer.kind != "word":
+        kind = f"a {run.tokenizer.kind}-level language model"
+    if kind is not None:
         raise UserError(f"model.embeddings_from: {workdir} is {kind}; it must be a word-level language model run")
     vectors = np.asarray(run.params["embedding"], np.float32)
     if vectors.shape[1] != embed_size:

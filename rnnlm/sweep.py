@@ -29,11 +29,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import importlib.util
 import inspect
 import itertools
 import json
-import math
 import pathlib
 import re
 import statistics
@@ -55,33 +53,18 @@ def product(*axes: list[dict]) -> list[dict]:
     return [dict(itertools.chain.from_iterable(d.items() for d in combo)) for combo in itertools.product(*axes)]
 
 
-def layer_params(cell_name: str, input_size: int, hidden_size: int) -> int:
-    """Parameters of one recurrent layer, counted from the cell's own initialiser."""
-    import jax
-    from rnnlm.cells import get_cell
-    shapes = jax.eval_shape(lambda: get_cell(cell_name).init_params(jax.random.PRNGKey(0), input_size, hidden_size))
-    return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes))
+def model_params(config, vocab_size: int) -> int:
+    """Parameters of the language model this config builds (`rnnlm.models.count_params`)."""
+    from rnnlm.models import count_params, language_model_from_config
+    return count_params(language_model_from_config(config, vocab_size))
 
 
-def model_params(model_config, vocab_size: int) -> int:
-    """Parameters of `models.LanguageModel` for this config (tested against the real initialiser)."""
-    m = model_config
-    total = vocab_size * m.embed_size + vocab_size  # embedding, decoder bias
-    for depth in range(m.num_layers):
-        total += layer_params(m.cell, m.embed_size if depth == 0 else m.hidden_size, m.hidden_size)
-    if m.tie_weights and m.hidden_size != m.embed_size:
-        total += m.hidden_size * m.embed_size  # the H -> E projection before the tied softmax
-    if not m.tie_weights:
-        total += m.hidden_size * vocab_size
-    return total
-
-
-def matched_hidden_size(model_config, vocab_size: int, cell_name: str, target: int) -> int:
+def matched_hidden_size(config, vocab_size: int, cell_name: str, target: int) -> int:
     """The hidden size whose model with `cell_name` has the parameter count nearest to `target`."""
     def count(hidden):
-        m = copy.deepcopy(model_config)
-        m.cell, m.hidden_size = cell_name, hidden
-        return model_params(m, vocab_size)
+        candidate = copy.deepcopy(config)
+        candidate.model.cell, candidate.model.hidden_size = cell_name, hidden
+        return model_params(candidate, vocab_size)
 
     low, high = 1, 1
     while count(high) < target:
@@ -104,10 +87,9 @@ def vocab_size(config) -> int:
 
 def load_sweep(config_arg: str, config) -> list[dict]:
     """The overrides of `get_sweep` in the experiment file `path[:arg]` (already resolved)."""
+    from rnnlm.config import load_experiment_module
     path, _, arg = config_arg.rpartition(":") if ".py:" in config_arg else (config_arg, "", "")
-    spec = importlib.util.spec_from_file_location(f"rnnlm_sweep_{pathlib.Path(path).stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_experiment_module(path)
     if not hasattr(module, "get_sweep"):
         raise UserError(f"{path} defines no get_sweep(); it is an experiment, not a sweep (use rnnlm train)")
     kwargs = {"config": config} if "config" in inspect.signature(module.get_sweep).parameters else {}
@@ -188,26 +170,26 @@ def run_sweep(config, points: list[dict], workdir, train_fn=None) -> list[RunRes
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise UserError(f"two sweep points have the same overrides: {sorted(duplicates)[0]}")
-    for c in configs:
-        validate(c)
+    for point_config in configs:
+        validate(point_config)
     workdir.mkdir(parents=True, exist_ok=True)
     results = []
-    for index, (overrides, c, name) in enumerate(zip(points, configs, names), 1):
+    for index, (overrides, point_config, name) in enumerate(zip(points, configs, names), 1):
         run_dir = workdir / name
-        done = _finished(run_dir, c)
+        done = _finished(run_dir, point_config)
         if done is not None:
             print(f"sweep [{index}/{len(points)}] {name}: finished earlier, skipped")
             results.append(RunResult(name, overrides, str(run_dir), "skipped", **done))
             continue
         print(f"sweep [{index}/{len(points)}] {name} -> {run_dir}")
         try:
-            out = train_fn(c, run_dir)
+            out = train_fn(point_config, run_dir)
         except UserError as e:
             print(f"sweep [{index}/{len(points)}] {name}: failed: {e}")
             results.append(RunResult(name, overrides, str(run_dir), "failed", error=str(e)))
             continue
-        done = {"params": _run_params(c, run_dir), "step": int(out["step"]), "valid": out["valid"], "test": out["test"]}
-        (run_dir / RESULT_FILE).write_text(json.dumps({"config": c.to_dict(), **done}, indent=1, default=str) + "\n")
+        done = {"params": _run_params(point_config, run_dir), "step": int(out["step"]), "valid": out["valid"], "test": out["test"]}
+        (run_dir / RESULT_FILE).write_text(json.dumps({"config": point_config.to_dict(), **done}, indent=1, default=str) + "\n")
         results.append(RunResult(name, overrides, str(run_dir), "finished", **done))
     write_results(workdir, config, results)
     failed = [r.name for r in results if r.status == "failed"]
@@ -229,11 +211,9 @@ def _finished(run_dir: pathlib.Path, config) -> dict | None:
 
 
 def _run_params(config, run_dir: pathlib.Path) -> int:
-    if config.task == "classify":
-        from rnnlm.classify import classifier_params
-        return classifier_params(config, run_dir)
-    from rnnlm.data.tokenizers import load_tokenizer
-    return model_params(config.model, load_tokenizer(run_dir / "tokenizer.json").vocab_size)
+    from rnnlm.models import count_params
+    from rnnlm.tasks.registry import task_module
+    return count_params(task_module(config.task).build_model(config, pathlib.Path(run_dir))[0])
 
 
 # --- the table --------------------------------------------------------------------

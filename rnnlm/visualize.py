@@ -136,7 +136,7 @@ def _write(out, text: str) -> pathlib.Path:
 
 def visualize(workdir, text: str | None, units: list[int] | None, layer: int, state: str, out_dir=None,
               max_chars: int = 400, checkpoint: str = "latest") -> list[pathlib.Path]:
-    from rnnlm.inference import load_run
+    from rnnlm.runs import load_run
     run = load_run(workdir, checkpoint)
     text, ids = activations.text_and_ids(run, text, max_chars)
     result = activations.trace(run.model, run.params, ids, run.tokenizer)
@@ -151,7 +151,7 @@ def visualize(workdir, text: str | None, units: list[int] | None, layer: int, st
 def find_units(workdir, features: list[str], top: int, text: str | None, out_dir=None,
                max_chars: int = 20000, checkpoint: str = "latest") -> tuple[str, list[pathlib.Path]]:
     """The units most correlated with each feature: (markdown table, [units.md, units.json, units.html])."""
-    from rnnlm.inference import load_run
+    from rnnlm.runs import load_run
     unknown = [f for f in features if f not in activations.FEATURES]
     if unknown:
         raise UserError(f"unknown feature {unknown[0]!r}; choose one of {', '.join(activations.FEATURES)}")

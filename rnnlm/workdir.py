@@ -29,9 +29,9 @@ from rnnlm.data import text as text_lib
 from rnnlm.data.tokenizers import fit_tokenizer, load_tokenizer, tokenizer_json, tokenizer_sidecars
 from rnnlm.errors import UserError
 
-# Fields whose change makes an existing checkpoint meaningless or unloadable.
+# Fields whose change makes an existing checkpoint meaningless or unloadable. The `speed` section
+# is not among them: it changes how the same function is computed, never its parameters.
 FROZEN_PREFIXES = ("task", "data.", "model.", "train.batch_size", "train.bptt", "train.optimizer", "train.loss")
-SPEED_ONLY = ("model.unroll", "model.eval_unroll", "model.fold_embedding", "model.wavefront")  # model fields a resumed run may change: same function, same parameters
 
 
 def _flatten(tree, prefix=""):
@@ -59,7 +59,7 @@ def reconcile_config(config, workdir: pathlib.Path, write: bool = True) -> None:
     saved = dict(_flatten(load_config(path).to_dict()))
     current = dict(_flatten(config.to_dict()))
     changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
-    frozen = [k for k in changed if k.startswith(FROZEN_PREFIXES) and k not in SPEED_ONLY]
+    frozen = [k for k in changed if k.startswith(FROZEN_PREFIXES)]
     if frozen:
         key = frozen[0]
         raise UserError(f"{workdir} holds a run with {key}={saved.get(key)!r}, but the config says "
@@ -149,10 +149,22 @@ class MetricLog:
     def close(self) -> None:
         self.events.close()
 
-    def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+def read_metrics(workdir) -> list[dict]:
+    """The records of `<workdir>/metrics.jsonl`; a UserError when there are none."""
+    path = pathlib.Path(workdir) / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"no metrics.jsonl in {workdir}")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise UserError(f"{path}:{number} is not a JSON record") from None
+    if not records:
+        raise UserError(f"{path} holds no records yet")
+    return records
 
 
 def existing_run(workdir) -> pathlib.Path:

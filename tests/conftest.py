@@ -1,9 +1,18 @@
-"""Shared test setup: the corpora in ../shared/data, no network."""
+"""Shared test setup: the corpora in ../shared/data, no network, and JAX's strict promotion rules.
+
+With rank promotion raising, an implicit broadcast of a [H] bias over a [B, H] array is an
+error, and with strict dtype promotion so is mixing float32 with bfloat16 or int with float:
+the code says where it broadcasts and casts. Subprocess tests run the CLI as users do.
+"""
 
 import os
 import pathlib
 
+import jax
 import pytest
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -14,9 +23,46 @@ if "RNNLM_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
 os.environ.setdefault("RNNLM_CACHE_DIR", "/nonexistent-rnnlm-cache")  # a download attempt fails loudly
 
 
+B, D, H, T = 3, 5, 4, 6  # the cell and layer tests' batch, input width, hidden width and steps
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    """[T, B, D] standard-normal inputs of the cell and layer tests."""
+    return jax.random.normal(jax.random.PRNGKey(0), (T, B, D))
+
 
 def data_dir() -> pathlib.Path:
     path = pathlib.Path(os.environ["RNNLM_DATA_DIR"])
     if not (path / "ptb").is_dir():
         pytest.fail(f"the shared corpora are missing at {path}; set RNNLM_DATA_DIR")
     return path
+
+
+VISUAL_TEXT = 'He said "go (now) [quickly]" and left.\nShe said "stay {here}".\n' * 40
+
+
+@pytest.fixture(scope="session")
+def char_run(tmp_path_factory):
+    """One tiny trained character LSTM (2 layers), shared by the plot, page, event-file and study tests."""
+    from rnnlm.config import base_config
+    from rnnlm.train import train_and_evaluate
+    root = tmp_path_factory.mktemp("char_run")
+    (root / "text.txt").write_text(VISUAL_TEXT)
+    config = base_config()
+    config.data.corpus = str(root / "text.txt")
+    config.data.tokenizer = "char"
+    config.model.update(embed_size=8, hidden_size=12, num_layers=2, cell="lstm")
+    config.train.update(batch_size=2, bptt=16, max_steps=6, log_every=2, checkpoint_every=0, learning_rate=1e-2)
+    config.eval.batch_size = 2
+    config.sample.length = 0
+    train_and_evaluate(config, root / "run")
+    return root / "run"
+
+
+def assert_png(path):
+    import matplotlib.image
+    data = pathlib.Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(path)
+    assert image.shape[0] > 50 and image.shape[1] > 50 and image.std() > 0  # not blank

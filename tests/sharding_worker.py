@@ -15,11 +15,15 @@ jax.config.update("jax_num_cpu_devices", 8)
 
 import numpy as np  # noqa: E402
 
+import functools  # noqa: E402
+
 from rnnlm import optim, sharding  # noqa: E402
 from rnnlm.config import base_config  # noqa: E402
 from rnnlm.data.batching import make_streams  # noqa: E402
 from rnnlm.models import language_model_from_config  # noqa: E402
-from rnnlm.train import Evaluator, create_train_state, jit_train_step  # noqa: E402
+from rnnlm.state import create_train_state  # noqa: E402
+from rnnlm.tasks.lm import Evaluator, window_loss  # noqa: E402
+from rnnlm.train import compile_train_step  # noqa: E402
 
 
 def run(num_devices: int, steps: int = 3) -> dict:
@@ -28,18 +32,18 @@ def run(num_devices: int, steps: int = 3) -> dict:
     config.train.update(batch_size=8, bptt=5, optimizer="adam", learning_rate=1e-2)
     ids = np.random.default_rng(0).integers(0, 30, size=8 * 5 * steps + 1).astype(np.int32)
     mesh = sharding.make_mesh(num_devices)
-    model = language_model_from_config(config.model, 30)
+    model = language_model_from_config(config, 30)
     tx = optim.make_optimizer(config.train, 100)
     state = create_train_state(model, tx, seed=0, mesh=mesh)
     carry = sharding.zeros_carry(model.initial_carry, 8, mesh)
     streams = make_streams(ids, 8, 5).rows(sharding.local_rows(8, mesh))
-    step = jit_train_step(model, tx, "token_mean", mesh)
+    step = compile_train_step(functools.partial(window_loss, model, "token_mean"), tx, mesh, carry)
     losses = []
     for window in range(steps):
         state, carry, metrics = step(state, carry, sharding.shard_batch(streams.window(window), mesh))
         losses.append(float(metrics["nll_sum"] / metrics["tokens"]))
         assert carry[0][0].sharding.is_equivalent_to(sharding.batch_sharded(mesh), 2)
-    assert model._runs_wavefront(np.zeros((5, 8, 16), np.float32), train=False)
+    assert model.plan((8, 5)).wavefront
     eval_loss = Evaluator(model, mesh, 8, 5)(state.params, ids[:8 * 5 * 2 + 1], char_level=False)["loss"]
     params = [np.asarray(x).tolist() for x in jax.tree_util.tree_leaves(state.params)]
     carries = [np.asarray(x).tolist() for x in jax.tree_util.tree_leaves(carry)]

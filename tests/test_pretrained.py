@@ -1,4 +1,4 @@
-"""Word vectors from a language-model run as a classifier's starting embedding (rnnlm/pretrained.py)."""
+"""rnnlm/pretrained.py: word vectors from a language-model run as a classifier's starting embedding."""
 
 import json
 
@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from rnnlm import cli
-from rnnlm.classify import load_classifier_run
 from rnnlm.config import base_config
 from rnnlm.data.classification import WordIndex
-from rnnlm.inference import load_run
+from rnnlm.runs import load_run
 from rnnlm.pretrained import extend_word_index, initial_embedding
 from rnnlm.train import train_and_evaluate
 
@@ -70,10 +69,11 @@ def classifier_args(root, workdir, *extra):
             f"--config.model.embeddings_from={root / 'lm'}", *extra]
 
 
+@pytest.mark.slow
 def test_frozen_classifier_keeps_the_language_models_vectors(lm_run, tmp_path, capsys):
     assert cli.main(classifier_args(lm_run, tmp_path / "clf", "--config.model.freeze_embeddings=True")) == 0
     assert "embedding: " in capsys.readouterr().out
-    lm, clf = load_run(lm_run / "lm"), load_classifier_run(tmp_path / "clf")
+    lm, clf = load_run(lm_run / "lm"), load_run(tmp_path / "clf")
     words = clf.tokenizer.symbols
     assert "cast" in words and "was" in words  # language-model words absent from the labelled train split
     table, vectors = np.asarray(clf.params["embedding"]), np.asarray(lm.params["embedding"])
@@ -85,11 +85,12 @@ def test_frozen_classifier_keeps_the_language_models_vectors(lm_run, tmp_path, c
 
     # Unfrozen, the same start moves with training.
     assert cli.main(classifier_args(lm_run, tmp_path / "tuned")) == 0
-    tuned = load_classifier_run(tmp_path / "tuned")
+    tuned = load_run(tmp_path / "tuned")
     row = tuned.tokenizer.index["superb"]
     assert not np.array_equal(np.asarray(tuned.params["embedding"])[row], vectors[lm.tokenizer.index["superb"]])
 
 
+@pytest.mark.slow
 def test_unusable_sources_are_one_line_errors_before_anything_is_written(lm_run, tmp_path, capsys):
     assert cli.main(classifier_args(lm_run, tmp_path / "wide", "--config.model.embed_size=16")) == 2
     assert "8-wide embeddings but model.embed_size=16" in capsys.readouterr().err

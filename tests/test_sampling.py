@@ -1,11 +1,12 @@
-"""Decoding rules against numpy, and the jitted generator against a step-by-step loop."""
+"""rnnlm/sampling.py: decoding rules against numpy, and the jitted generator against a step-by-step loop."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnlm.models import LanguageModel
+from rnnlm import fast
+from rnnlm.models import LanguageModel, init_params
 from rnnlm.sampling import choose, filter_logits, generate
 
 
@@ -61,16 +62,15 @@ def test_temperature_scales_and_zero_is_greedy():
 def tiny_lm():
     # Embedding as wide as the layers: a prompt's forward pass runs them as a wavefront.
     model = LanguageModel(vocab_size=13, embed_size=8, hidden_size=8, num_layers=2, cell="gru")
-    params = model.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 1), jnp.int32), model.initial_carry(1))["params"]
-    return model, params
+    return model, init_params(model, jax.random.PRNGKey(0))
 
 
 def test_greedy_generation_matches_a_python_loop(tiny_lm):
     model, params = tiny_lm
     prompt = jnp.array([[3, 5, 7]], jnp.int32)
     got = generate(model, params, prompt, jax.random.PRNGKey(0), jnp.float32(0.0), jnp.float32(1.0), length=6)
-    assert model._runs_wavefront(jnp.zeros((3, 1, 8)), train=False)
-    model = model.clone(wavefront=False)  # the reference: layer by layer, one token at a time
+    assert model.plan(prompt[:, :-1].shape).wavefront == (jax.default_backend() == "cpu")
+    model = model.clone(speed=fast.Speed(reference=True))  # the reference: layer by layer, one token at a time
     carry = model.initial_carry(1)
     logits, carry = model.apply({"params": params}, prompt, carry)
     token, want = int(jnp.argmax(logits[0, -1])), []

@@ -1,181 +1,251 @@
-"""Training: overfitting a tiny text, learning-rate schedules, and the CLI end to end."""
+"""rnnlm/train.py: the one training loop's guarantees, each tested once for both tasks (language model,
+classifier): exact resume after SIGKILL and SIGTERM, a non-finite step stopped at or skipped, the time
+budget agreed across processes, metric sums pending at a checkpoint."""
 
-import collections
+import dataclasses
 import json
-import math
+import pathlib
+import random
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from rnnlm import cli
+from rnnlm import train as train_lib
 from rnnlm.config import base_config
-from rnnlm.decoder_loss import window_nll
+from rnnlm.data import classification as data_lib
+from rnnlm.data.batching import make_streams
 from rnnlm.errors import UserError
-from rnnlm.models import LanguageModel
-from rnnlm.optim import LearningRateController
-from rnnlm.train import train_and_evaluate
+from rnnlm.runs import load_run
+from rnnlm.tasks import classify, lm
 
-TEXT = "the quick brown fox jumps over the lazy dog\n" * 120
-
-
-def tiny_config(corpus, **train):
-    config = base_config()
-    config.data.corpus = str(corpus)
-    config.data.tokenizer = "char"
-    config.model.update(embed_size=16, hidden_size=48, num_layers=1)
-    config.train.update(batch_size=4, bptt=32, epochs=50, max_steps=150, optimizer="adam",
-                        learning_rate=1e-2, log_every=50, checkpoint_every=0)
-    config.train.update(train)
-    config.eval.batch_size = 2
-    config.sample.update(length=44, temperature=0.0, prompt="the quick")
-    return config
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TEXT = "".join(f"{i} little pigs went to market; {i * 7 % 13} came home.\n" for i in range(300))
+WORDS = "good bad fine dull great poor film plot cast story".split()
 
 
-def test_tiny_model_overfits_tiny_text(tmp_path):
-    corpus = tmp_path / "fox.txt"
-    corpus.write_text(TEXT)
-    counts = np.array(list(collections.Counter(TEXT).values()), np.float64)
-    unigram_entropy = -(counts / counts.sum() * np.log(counts / counts.sum())).sum()  # nats per char
+@dataclasses.dataclass
+class TaskCase:
+    """One task's data and tiny config, and what the tests need to know about its batches."""
 
-    results = train_and_evaluate(tiny_config(corpus), tmp_path / "run")
-    assert results["valid"]["loss"] < 0.1 * unigram_entropy
-    assert results["sample"].startswith("the quick brown fox jumps over the lazy dog")
-    records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    train_losses = [r["loss"] for r in records if r["split"] == "train"]
-    assert train_losses[-1] < train_losses[0] / 5
-    assert all(r["grad_norm"] > 0 for r in records if r["split"] == "train")
+    name: str
+    root: pathlib.Path
 
+    def config(self, **train):
+        config = base_config()
+        if self.name == "lm":
+            config.data.update(corpus=str(self.root / "pigs.txt"), tokenizer="char")
+            config.train.update(bptt=16)
+            config.sample.length = 0
+        else:
+            config.task = "classify"
+            config.data.update(corpus=str(self.root / "reviews"), maxlen=12)
+        config.model.update(embed_size=8, hidden_size=16, num_layers=1)
+        config.train.update(batch_size=4, epochs=1, max_steps=30, log_every=5, checkpoint_every=5)
+        config.train.update(train)
+        config.eval.batch_size = 2
+        return config
 
-def test_zaremba_and_plateau_schedules():
-    c = base_config().train
-    c.update(lr_schedule="zaremba", learning_rate=1.0, lr_decay=0.5, decay_start_epoch=4)
-    zaremba = LearningRateController.from_config(c)
-    assert [zaremba.start_epoch(e) for e in range(7)] == [1, 1, 1, 1, 0.5, 0.25, 0.125]
-    c.update(lr_schedule="plateau", learning_rate=20.0, lr_decay=0.25)
-    plateau = LearningRateController.from_config(c)
-    rates = []
-    for valid_loss in [5.0, 4.0, 4.5, 3.9, 3.9]:
-        rates.append(plateau.start_epoch(len(rates)))
-        plateau.end_epoch(valid_loss)
-    assert rates == [20, 20, 20, 5, 5] and plateau.rate == 1.25
-    restored = LearningRateController.from_config(c, plateau.to_dict())
-    assert restored.rate == 1.25 and restored.best_valid_loss == 3.9
-    c.lr_schedule = "cosine"
-    assert LearningRateController.from_config(c).start_epoch(3) is None
+    def cli(self, workdir, *extra):
+        """The CLI command of a longer run with dropout (5 epochs of ~60 steps)."""
+        common = ["--config.model.hidden_size=32", "--config.train.batch_size=8", "--config.train.log_every=5",
+                  "--config.train.checkpoint_every=7", "--config.eval.batch_size=4", "--config.model.dropout=0.2",
+                  "--config.train.epochs=5", "--config.train.max_steps=0"]
+        if self.name == "lm":
+            config = ["experiments/default.py:tiny", f"--config.data.corpus={self.root / 'pigs.txt'}",
+                      "--config.train.bptt=24", "--config.sample.prompt=1 ", "--config.sample.length=20"]
+        else:
+            config = ["experiments/sst2_lstm.py:tiny", f"--config.data.corpus={self.root / 'reviews'}"]
+        return [sys.executable, "-m", "rnnlm", "train", "--config", *config, "--workdir", str(workdir), *common, *extra]
 
+    def poison_id(self, config, workdir):
+        """The id of the one poisoned token, and the first step whose batch holds it."""
+        if self.name == "lm":
+            from rnnlm.workdir import load_data
+            tokenizer, ids, _ = load_data(config, workdir)
+            poison = tokenizer.index["#"]
+            streams = make_streams(ids["train"], config.train.batch_size, config.train.bptt)
+            return poison, int(np.nonzero(streams.tokens == poison)[1][0] // config.train.bptt) + 1
+        tokenizer, splits, _ = classify.load_classification_data(config, workdir)
+        poison = tokenizer.index["#"]
+        train = splits["train"]
+        row = next(i for i, s in enumerate(train.sequences) if poison in s.tolist())
+        order = data_lib.batch_order(train.lengths, config.train.batch_size,
+                                     np.random.default_rng([config.seed, 0]), config.data.bucket_by_length)
+        return poison, next(i for i, batch in enumerate(order) if row in batch.tolist()) + 1
 
-def run_cli(*args):
-    return cli.main([str(a) for a in args])
-
-
-def test_cli_pulse_train_checkpoint_resume_eval_generate(tmp_path, capsys, caplog):
-    """rnnlm train (stops at step 12) -> train again (resumes to 20) -> eval -> generate."""
-    workdir = tmp_path / "run"
-    tiny = ["--config", "experiments/default.py:tiny", "--workdir", workdir, "--config.model.cell=gru"]
-    assert run_cli("train", *tiny, "--config.train.max_steps=12", "--config.train.checkpoint_every=5") == 0
-    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-    assert steps == [5, 10, 12]
-    first = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
-
-    assert run_cli("train", *tiny, "--config.train.max_steps=20", "--config.train.checkpoint_every=5") == 0
-    out = capsys.readouterr().out
-    assert "stopped: reached train.max_steps=20" in out and "sample:" in out
-    assert "resumed from step 12" in out
-    assert "config change on resume: train.max_steps: 12 -> 20" in caplog.text  # a safe change, logged
-    records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
-    train_steps = [r["step"] for r in records if r["split"] == "train"]
-    assert train_steps == [5, 10, 15, 20]  # resumed from 12, history kept
-    assert [r for r in records if r["step"] <= 10] == [r for r in first if r["step"] <= 10]
-
-    assert run_cli("eval", "--workdir", workdir, "--split", "valid") == 0
-    out = capsys.readouterr().out
-    assert out.startswith("valid: loss ") and "(step 20," in out
-    loss = float(out.split()[2].rstrip(","))
-    assert 0 < loss < math.log(200)
-
-    assert run_cli("generate", "--workdir", workdir, "--prompt", "The ", "--length", "25", "--top-k", "5",
-                   "--num-samples", "2", "--seed", "3") == 0
-    samples = capsys.readouterr().out.splitlines()
-    assert len([s for s in samples if s.startswith("The ")]) == 2
+    def loss_name(self):
+        return (lm, "window_loss") if self.name == "lm" else (classify, "batch_loss")
 
 
-def test_changed_model_shape_is_refused_and_run_left_intact(tmp_path, capsys):
-    workdir = tmp_path / "run"
-    tiny = ["--config", "experiments/default.py:tiny", "--workdir", workdir, "--config.train.max_steps=2",
-            "--config.sample.length=0"]
-    assert run_cli("train", *tiny) == 0
-    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
-    assert run_cli("train", *tiny, "--config.model.hidden_size=64") == 2
-    assert "model.hidden_size=32" in capsys.readouterr().err
-    assert before == {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
-    assert run_cli("generate", "--workdir", workdir, "--prompt", "☃") == 2
-    assert "not in the vocabulary" in capsys.readouterr().err
+def _write_reviews(folder, seed, poisoned=False):
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", 240), ("valid", 24), ("test", 24)):
+        lines = []
+        for i in range(count):
+            label = rng.randrange(2)
+            words = [rng.choice(WORDS[label::2]) for _ in range(rng.randrange(2, 9))]
+            if poisoned and split == "train" and i == 225:  # in the 11th batch of epoch 0
+                words.insert(1, "#")
+            lines.append(f"{label} {' '.join(words)}")
+        (folder / f"{split}.txt").write_text("\n".join(lines) + "\n")
 
 
-def test_python_dash_m_entry_point():
-    out = subprocess.run([sys.executable, "-m", "rnnlm", "corpora"], capture_output=True, text=True, check=True).stdout
-    assert "ptb" in out and "tinyshakespeare" in out and "default" in out
+@pytest.fixture(scope="module", params=["lm", "classify"])
+def case(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param)
+    (root / "pigs.txt").write_text(TEXT)
+    (root / "poisoned.txt").write_text(TEXT[:181] + "#" + TEXT[181:])  # one '#', early in the first train stream
+    _write_reviews(root / "reviews", 0)
+    _write_reviews(root / "poisoned_reviews", 0, poisoned=True)
+    return TaskCase(request.param, root)
 
 
-@pytest.mark.parametrize("tie", [False, True])
-def test_chunked_losses_equal_one_pass_over_all_logits(tie):
-    """rnnlm/decoder_loss.py: eval (lax.map) and train (fused VJP) in time chunks, padded with zero weights,
-    give the loss and gradients of optax's cross-entropy over the whole window's logits."""
-    model = LanguageModel(vocab_size=11, embed_size=8, hidden_size=8 if tie else 6, num_layers=1, cell="lstm",
-                          tie_weights=tie)
-    params = model.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 1), jnp.int32), model.initial_carry(1))["params"]
-    rng = np.random.default_rng(0)
-    features = jnp.asarray(rng.normal(size=(3, 7, model.hidden_size)), jnp.float32)
-    targets = jnp.asarray(rng.integers(0, 11, (3, 7)), jnp.int32)
-    weights = jnp.asarray(rng.random((3, 7)) > 0.3, jnp.float32)
+def history(workdir, splits=None):
+    records = [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    for r in records:
+        r.pop("tokens_per_sec", None)
+        r.pop("examples_per_sec", None)
+    return [r for r in records if splits is None or r["split"] in splits]
 
-    def reference(params, features):
-        logits = model.apply({"params": params}, features, method=model.decode)
-        return (optax.softmax_cross_entropy_with_integer_labels(logits, targets) * weights).sum()
-    # Scaled by 1e3 the logits reach the thousands: exp overflows unless a shift of at least the row's
-    # maximum comes off first (evaluation shifts by the target's logit and must fall back to the maximum
-    # there). The third case is hard for the training shift (`_fused_forward`: the product's row max plus
-    # part of the bias): the bias spans 88, and every row's two largest logits, 5 apart, sit in the
-    # columns of the smallest biases while the product peaks there. A shift with the bias's whole max
-    # would sit 83 and 88 above them and flush the second to zero (a ~0.7% probability).
-    bias = jnp.concatenate([jnp.array([-38.0, -43.0]), jnp.linspace(-10.0, 45.0, 9)])
-    worst = {**params, "decoder_bias": bias}
-    if tie:
-        worst["embedding"] = worst["embedding"].at[:2].set(30.0)
+
+def params_of(workdir):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(load_run(workdir).params)]
+
+
+def wait_for_step(workdir, at_least, proc, timeout=120):
+    """Poll the metric log until this process has written a train record at step >= `at_least` (or it ended)."""
+    deadline = time.time() + timeout
+    path = pathlib.Path(workdir) / "metrics.jsonl"
+    before = path.read_text() if path.exists() else None  # records of the killed run, until truncated
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and path.read_text() != before:
+            steps = [json.loads(l)["step"] for l in path.read_text().splitlines() if '"train"' in l]
+            if steps and steps[-1] >= at_least:
+                return
+        time.sleep(0.02)
+
+
+def latest_checkpoint(workdir) -> int:
+    root = pathlib.Path(workdir) / "checkpoints"
+    return max([int(p.name) for p in root.iterdir() if p.name.isdigit()] if root.exists() else [0])
+
+
+@pytest.mark.slow
+def test_killed_and_preempted_runs_end_bitwise_equal_to_an_uninterrupted_one(case, tmp_path):
+    reference = tmp_path / "reference"
+    out = subprocess.run(case.cli(reference), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+    interrupted = tmp_path / "interrupted"
+    rng = random.Random(0)
+    kills = 0
+    for sig in (signal.SIGKILL, signal.SIGKILL, signal.SIGTERM):
+        proc = subprocess.Popen(case.cli(interrupted), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        # Somewhere in the next ~100 of the ~300 steps (5 epochs), after any resume.
+        wait_for_step(interrupted, latest_checkpoint(interrupted) + rng.randrange(3, 100), proc)
+        proc.send_signal(sig)
+        stdout, _ = proc.communicate(timeout=60)
+        if sig == signal.SIGTERM:
+            assert proc.returncode == 0  # preempted (or already finished): a clean exit either way
+            if "preempted" in stdout:
+                kills += 1
+                assert "checkpoint of step" in stdout
+        elif sig == signal.SIGKILL and proc.returncode == -signal.SIGKILL:
+            kills += 1
+    assert kills >= 2  # the run was really interrupted (not finished before the signal)
+    out = subprocess.run(case.cli(interrupted), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+    assert history(interrupted) == history(reference)
+    for a, b in zip(params_of(interrupted), params_of(reference)):
+        np.testing.assert_array_equal(a, b)
+
+
+def _poison(monkeypatch, case, poison):
+    module, name = case.loss_name()
+    original = getattr(module, name)
+
+    def poisoned(*args):
+        value, (carry, sums) = original(*args)
+        nan = jnp.where((args[-2]["tokens"] == poison).any(), jnp.nan, 0.0)
+        return value + nan, (carry, {**sums, "nll_sum": sums["nll_sum"] + nan})
+    monkeypatch.setattr(module, name, poisoned)
+
+
+@pytest.mark.slow
+def test_a_nonfinite_step_stops_the_run_naming_it_or_is_skipped(case, tmp_path, monkeypatch):
+    config = case.config()
+    if case.name == "lm":
+        config.data.corpus = str(case.root / "poisoned.txt")
     else:
-        worst["decoder"] = worst["decoder"].at[:, :2].set(30.0)
-    cases = [(params, features), (params, 1e3 * features), (worst, jnp.abs(features) + 0.5)]
-    wants = [jax.value_and_grad(reference, argnums=(0, 1))(p, f) for p, f in cases]
-    for chunk_logits in (3 * 11 * 2, 3 * 11 * 3, 10**6):  # 4 chunks of 2 steps, 3 of 3 (7 steps: padded), or 1
-        for train in (False, True):
-            def chunked(params, features):
-                return window_nll(model, params, features, targets, weights, train=train, chunk_logits=chunk_logits)
-            compiled = jax.jit(jax.value_and_grad(chunked, argnums=(0, 1)))
-            for (p, f), (want, want_grads) in zip(cases, wants):
-                got, grads = compiled(p, f)
-                np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
-                for g, w in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(want_grads)):
-                    # Float32 error is relative to a leaf's scale: the training loss subtracts the one-hot
-                    # term from separately summed products, so where a row's or column's gradient cancels
-                    # to ~0 what is left is rounding of the size of its terms (the weight, 30, here).
-                    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6 * max(1.0, float(np.abs(w).max())))
+        config.data.corpus = str(case.root / "poisoned_reviews")
+    poison, expected = case.poison_id(config, tmp_path / "run")
+    assert 5 < expected < 30
+    _poison(monkeypatch, case, poison)
+
+    with pytest.raises(UserError, match=f"non-finite loss or gradient at step {expected}; "
+                                        f"the last good checkpoint is step {(expected - 1) // 5 * 5}"):
+        train_lib.train_and_evaluate(config, tmp_path / "run")
+    steps = sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps[-1] == (expected - 1) // 5 * 5  # nothing saved at or after the bad step
+    good = load_run(tmp_path / "run")  # and the last good one is intact
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(good.params))
+
+    config.train.skip_nonfinite = True
+    results = train_lib.train_and_evaluate(config, tmp_path / "skip")
+    assert np.isfinite(results["valid"]["loss"]) and results["step"] == 30
+    train_records = history(tmp_path / "skip", {"train"})
+    assert all(np.isfinite(r["loss"]) for r in train_records)
 
 
-def test_a_resumed_run_may_change_unrolling_but_not_the_model(tmp_path):
-    from rnnlm.workdir import reconcile_config
+@pytest.mark.slow
+def test_the_time_budget_stops_the_run_at_a_log_step(case, tmp_path, capsys):
+    config = case.config(max_steps=0, epochs=3, time_budget_minutes=1e-9)
+    results = train_lib.train_and_evaluate(config, tmp_path / "run")
+    assert "stopped: reached train.time_budget_minutes=1e-09" in capsys.readouterr().out
+    assert results["step"] == 5  # the first log step: the clock is read (and agreed on) there
+    assert latest_checkpoint(tmp_path / "run") == 5
 
+
+def test_the_time_budget_is_process_zeros_clock(monkeypatch):
+    """Several processes: process 0's answer, broadcast, decides for all (the clocks differ)."""
     config = base_config()
-    reconcile_config(config, tmp_path)
-    config.model.unroll, config.model.eval_unroll, config.model.fold_embedding, config.model.wavefront = 2, 4, False, False
-    reconcile_config(config, tmp_path)  # speed only: allowed, and the new values written
-    assert '"eval_unroll": 4' in (tmp_path / "config.json").read_text()
-    assert '"fold_embedding": false' in (tmp_path / "config.json").read_text()
-    assert '"wavefront": false' in (tmp_path / "config.json").read_text()
-    config.model.hidden_size += 1
-    with pytest.raises(UserError, match="model.hidden_size"):
-        reconcile_config(config, tmp_path)
+    config.train.time_budget_minutes = 10.0
+    monkeypatch.setattr(train_lib.jax, "process_count", lambda: 2)
+    answers = []
+
+    def broadcast(value):
+        answers.append(bool(value))
+        return np.array(True)  # process 0 is over its budget
+    monkeypatch.setattr(train_lib.multihost_utils, "broadcast_one_to_all", broadcast)
+    assert train_lib.stop_reason(config, 3, seconds=1.0) == "reached train.time_budget_minutes=10.0"
+    assert answers == [False]  # this process's own clock said no
+    assert train_lib.stop_reason(config, 3, seconds=1.0, check_clock=False) is None  # no sync off log steps
+
+
+@pytest.mark.slow
+def test_metric_sums_pending_at_a_checkpoint_survive_a_resume(case, tmp_path):
+    """A run stopped between two log steps saves the unlogged sums; resumed, it logs what an uninterrupted
+    run logs."""
+    train_lib.train_and_evaluate(case.config(max_steps=12, checkpoint_every=0), tmp_path / "whole")
+    train_lib.train_and_evaluate(case.config(max_steps=7, checkpoint_every=0), tmp_path / "parts")
+    assert latest_checkpoint(tmp_path / "parts") == 7
+    meta = json.loads((tmp_path / "parts" / "checkpoints" / "7" / "meta" / "metadata").read_text())
+    assert meta["pending"]["steps"] == 2 and meta["position"] == 7
+    train_lib.train_and_evaluate(case.config(max_steps=12, checkpoint_every=0), tmp_path / "parts")
+    assert history(tmp_path / "parts", {"train"}) == history(tmp_path / "whole", {"train"})
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_curve(case, tmp_path):
+    runs = [train_lib.train_and_evaluate(case.config(max_steps=10), tmp_path / f"run{i}") for i in range(2)]
+    assert history(tmp_path / "run0") == history(tmp_path / "run1")
+    assert runs[0]["test"] == runs[1]["test"]

@@ -17,12 +17,12 @@ Two seeds each (mean ± std in the table); the same optimizer, steps and data.
 The table is runs/ablation_masking/results.md (valid acc, test acc; test at the best-valid checkpoint).
 """
 
-from experiments.sst2_lstm import get_config as sst2_config
 from rnnlm import sweep
+from rnnlm.config import experiment_config
 
 
 def get_config(arg=None):
-    config = sst2_config("tiny" if arg == "tiny" else "scratch")  # the article's model: no pretrained vectors
+    config = experiment_config("sst2_lstm", "tiny" if arg == "tiny" else "scratch")  # the article's model: no pretrained vectors
     config.name = "ablation_masking" + ("_tiny" if arg == "tiny" else "")
     config.data.bucket_by_length = False  # Keras's fixed maxlen: every batch is all the padding
     config.model.bidirectional = False

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark on a GPU machine, in one call (how the README's GPU table was made):
+# The benchmark on a GPU machine, in one call (how docs/performance.md's GPU table was made):
 #
 #   bash experiments/benchmarks/gpu.sh        # from the repository root; .whl/ may hold extra wheels
 #
@@ -25,7 +25,7 @@ log=$OUT/log.txt
 } 2>&1 | tee "$log"
 for config in ${CONFIGS:-ptb_medium ptb_small char}; do
   echo "== $config $(date -u +%T)" | tee -a "$log"
-  timeout "${BENCH_TIMEOUT:-200}" python3 -m experiments.benchmarks.run --configs "$config" --cells lstm,gru \
+  timeout "${BENCH_TIMEOUT:-200}" python3 -m rnnlm.bench --configs "$config" --cells lstm,gru \
     --impls rnnlm,torch,flax --reps "${REPS:-5}" --steps 20 --no-memory \
     --out "$OUT/bench_$config.json" > "$OUT/bench_$config.md" 2>> "$log"
   echo "exit $?" | tee -a "$log"

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import pathlib
 
 import numpy as np
 
@@ -173,37 +172,27 @@ def held_out(examples: Examples, fraction: float) -> tuple[Examples, Examples]:
 def read_examples(data_config) -> dict[str, Examples]:
     """{train, valid, test: Examples} from data.lines, explicit paths, a registered corpus, a folder or a file."""
     coarse = data_config.coarse_labels
-    if data_config.lines:
+    source = corpora.resolve(data_config)
+    if source.kind == "lines":
         examples = parse_lines("\n".join(data_config.lines), "data.lines", coarse)
         return {split: examples for split in text_lib.SPLITS}  # the seed example: one set for all three
-    explicit = [data_config.train_path, data_config.valid_path, data_config.test_path]
-    if any(explicit):
-        if not all(explicit):
-            raise UserError("set all three of data.train_path, data.valid_path, data.test_path, or none")
-        return {s: parse_lines(text_lib.read_text(pathlib.Path(p).expanduser()), p, coarse)
-                for s, p in zip(text_lib.SPLITS, explicit)}
-    name = data_config.corpus
-    if name in corpora.CORPORA:
-        corpus = corpora.CORPORA[name]
+    if source.kind == "files":
+        return {s: parse_lines(text_lib.read_text(p), str(p), coarse) for s, p in source.files.items()}
+    if source.kind == "registered":
+        corpus = source.corpus
         if corpus.task != "classify":
-            raise UserError(f"corpus {name!r} is a language-model corpus; task=classify needs labelled lines")
+            raise UserError(f"corpus {corpus.name!r} is a language-model corpus; task=classify needs labelled lines")
         paths = corpora.locate(corpus, data_config.data_dir)
         out = {s: parse_lines(text_lib.read_text(p), str(p), coarse) for s, p in paths.items()}
         if "valid" not in out:
             out["train"], out["valid"] = held_out(out["train"], data_config.valid_fraction)
         return out
-    path = pathlib.Path(name).expanduser()
-    if path.is_dir():
-        return {s: parse_lines(text_lib.read_text(p), str(p), coarse)
-                for s, p in text_lib._find_split_files(path).items()}
-    if path.is_file():  # one file: valid and test are each valid_fraction of it, by a fixed seed
-        rest, test = held_out(parse_lines(text_lib.read_text(path), str(path), coarse), data_config.valid_fraction)
+    if source.kind == "file":  # one file: valid and test are each valid_fraction of it, by a fixed seed
+        rest, test = held_out(parse_lines(text_lib.read_text(source.path), str(source.path), coarse),
+                              data_config.valid_fraction)
         train, valid = held_out(rest, data_config.valid_fraction)
         return {"train": train, "valid": valid, "test": test}
-    if "/" in name or "." in name:
-        raise UserError(f"corpus path not found: {path}")
-    corpora.get_corpus(name)  # raises the unknown-corpus message
-    raise UserError(f"corpus {name!r} is not a classification corpus")
+    raise UserError(f"corpus {data_config.corpus!r} is not a classification corpus")
 
 
 # --- encoded splits and batches ------------------------------------------------------

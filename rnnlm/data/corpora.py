@@ -157,6 +157,64 @@ def locate(corpus: Corpus, configured_data_dir: str = "", download: bool = True)
     return found
 
 
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where a config's data comes from (`resolve`); nothing is read yet.
+
+    kind: "lines" (`data.lines`, inline labelled lines), "files" (one file per split: explicit
+    paths or a folder's), "registered" (`corpus`), "default" (the offline text) or "file" (one
+    file, split by the reader).
+    """
+
+    kind: str
+    files: dict | None = None  # split -> path, for "files"
+    corpus: Corpus | None = None  # for "registered"
+    path: pathlib.Path | None = None  # for "file"
+
+
+SPLIT_ALIASES = {"train": ("train",), "valid": ("valid", "dev"), "test": ("test",)}
+
+
+def resolve(data_config) -> Source:
+    """The one reading of `data.lines`, `data.train_path`/`valid_path`/`test_path` and `data.corpus`:
+    inline lines, three explicit files, a registered name, "default", a folder holding a file per split
+    (names containing train, valid or dev, test), or one file. Bad names and paths are UserErrors."""
+    if data_config.get("lines"):
+        return Source("lines")
+    explicit = [data_config.train_path, data_config.valid_path, data_config.test_path]
+    if any(explicit):
+        if not all(explicit):
+            raise UserError("set all three of data.train_path, data.valid_path, data.test_path, or none")
+        return Source("files", files={s: pathlib.Path(p).expanduser() for s, p in zip(SPLIT_ALIASES, explicit)})
+    name = data_config.corpus
+    if name == DEFAULT_CORPUS:
+        return Source("default")
+    if name in CORPORA:
+        return Source("registered", corpus=CORPORA[name])
+    path = pathlib.Path(name).expanduser()
+    if path.is_dir():
+        return Source("files", files=_split_files(path))
+    if path.is_file():
+        return Source("file", path=path)
+    if "/" in name or "." in name:
+        raise UserError(f"data.corpus: path not found: {path}")
+    get_corpus(name)  # raises the unknown-corpus message with the list of names
+    raise AssertionError("unreachable")
+
+
+def _split_files(folder: pathlib.Path) -> dict[str, pathlib.Path]:
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    found = {}
+    for split, keys in SPLIT_ALIASES.items():
+        matches = [p for p in files if any(k in p.name.lower() for k in keys)]
+        if len(matches) != 1:
+            what = "no file" if not matches else f"{len(matches)} files ({', '.join(p.name for p in matches)})"
+            raise UserError(f"folder {folder}: {what} for the {split} split; expected one name containing "
+                            f"{' or '.join(repr(k) for k in keys)}")
+        found[split] = matches[0]
+    return found
+
+
 def get_corpus(name: str) -> Corpus:
     try:
         return CORPORA[name]

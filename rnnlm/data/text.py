@@ -64,44 +64,18 @@ def default_corpus_text() -> str:
     return "\n".join(topics.topics[key] for key in sorted(topics.topics))
 
 
-def _find_split_files(folder: pathlib.Path) -> dict[str, pathlib.Path]:
-    aliases = {"train": ("train",), "valid": ("valid", "dev"), "test": ("test",)}
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    found = {}
-    for split, keys in aliases.items():
-        matches = [p for p in files if any(k in p.name.lower() for k in keys)]
-        if len(matches) != 1:
-            what = "no file" if not matches else f"{len(matches)} files ({', '.join(p.name for p in matches)})"
-            raise UserError(f"folder {folder}: {what} for the {split} split; expected one name containing "
-                            f"{' or '.join(repr(k) for k in keys)}")
-        found[split] = matches[0]
-    return found
-
-
 def load_corpus_text(data_config) -> tuple[dict[str, str], str]:
     """Returns ({split: text}, tokenizer the corpus is usually read with)."""
-    explicit = [data_config.train_path, data_config.valid_path, data_config.test_path]
-    if any(explicit):
-        if not all(explicit):
-            raise UserError("set all three of data.train_path, data.valid_path, data.test_path, or none")
-        return {s: read_text(pathlib.Path(p).expanduser()) for s, p in zip(SPLITS, explicit)}, "word"
-
-    name = data_config.corpus
-    if name == corpora.DEFAULT_CORPUS:
+    source = corpora.resolve(data_config)
+    if source.kind == "files":
+        return {s: read_text(p) for s, p in source.files.items()}, "word"
+    if source.kind == "default":
         return split_by_position(default_corpus_text(), data_config.split), "char"
-    if name in corpora.CORPORA:
-        corpus = corpora.CORPORA[name]
-        paths = corpora.locate(corpus, data_config.data_dir)
-        if corpus.split_fractions is not None:
-            return split_by_position(read_text(paths["all"]), data_config.split), corpus.tokenizer
-        return {s: read_text(paths[s]) for s in paths}, corpus.tokenizer
-
-    path = pathlib.Path(name).expanduser()
-    if path.is_dir():
-        return {s: read_text(p) for s, p in _find_split_files(path).items()}, "word"
-    if path.is_file():
-        return split_by_position(read_text(path), data_config.split), "char"
-    if "/" in name or "." in name:
-        raise UserError(f"corpus path not found: {path}")
-    corpora.get_corpus(name)  # raises the unknown-corpus message with the list of names
-    raise AssertionError("unreachable")
+    if source.kind == "registered":
+        paths = corpora.locate(source.corpus, data_config.data_dir)
+        if source.corpus.split_fractions is not None:
+            return split_by_position(read_text(paths["all"]), data_config.split), source.corpus.tokenizer
+        return {s: read_text(paths[s]) for s in paths}, source.corpus.tokenizer
+    if source.kind == "file":
+        return split_by_position(read_text(source.path), data_config.split), "char"
+    raise UserError("data.lines holds labelled lines for task=classify; a language model reads data.corpus")

@@ -22,12 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlm.cells import get_cell, project_inputs
 from rnnlm.errors import UserError
+from rnnlm.metrics import LN2
+from rnnlm.recurrence import Probe
 
-LN2 = float(np.log(2.0))
-GATES = {"lstm": ("input_gate", "forget_gate", "output_gate")}  # blocks 0, 1, 3 of i, f, g, o
-GRU_GATES = ("reset_gate", "update_gate")  # blocks 0, 1 of r, z, n
 FEATURES = ("inside_quotes", "line_position", "bracket_depth")
 
 
@@ -46,31 +44,6 @@ class Trace:
         return states[state]
 
 
-def _layer_trace(cell, params, xs):
-    """xs [T, 1, D] -> dict of [T, 1, H]: every carry part, the output h, and the gates."""
-    hidden = params["w_h"].shape[0]
-    carry0 = cell.init_carry(1, hidden, xs.dtype)
-    gx = project_inputs(params, xs)
-
-    def body(carry, g):
-        carry, _ = cell.recurrent_step(params, carry, g)
-        return carry, carry
-
-    _, carries = jax.lax.scan(body, carry0, gx)
-    h = carries[-1]  # every cell keeps h last in its carry: (h,) or (c, h)
-    out = {"h": h}
-    if cell.name == "lstm":
-        out["c"] = carries[0]
-    # Gate pre-activations for all steps at once, from the previous h (same equations as the cell).
-    previous = jnp.concatenate([carry0[-1][None], h[:-1]], axis=0)
-    blocks = jnp.split(gx + previous @ params["w_h"], cell.gates, axis=-1)
-    if cell.name == "lstm":
-        out.update(zip(GATES["lstm"], (jax.nn.sigmoid(blocks[k]) for k in (0, 1, 3))))
-    elif cell.gates == 3:  # the GRUs: r and z come from the first two blocks in every variant
-        out.update(zip(GRU_GATES, (jax.nn.sigmoid(blocks[k]) for k in (0, 1))))
-    return out
-
-
 def trace(model, params, ids, tokenizer=None) -> Trace:
     """Run `model` over the token ids [T] from a zero state; see `Trace`."""
     ids = np.asarray(ids, np.int32)
@@ -83,17 +56,13 @@ def trace(model, params, ids, tokenizer=None) -> Trace:
 
 @functools.partial(jax.jit, static_argnums=0)  # a Linen module is a hashable dataclass
 def _trace(model, params, ids):
-    cell = get_cell(model.cell)
-    logits, _ = model.apply({"params": params}, ids[None], model.initial_carry(1))
-    logp = jax.nn.log_softmax(logits[0].astype(jnp.float32))
+    # The model's own stack, every layer recording its steps' carries and gates.
+    features, _, recorded = model.apply({"params": params}, ids[None], model.initial_carry(1),
+                                        probe=Probe(record=True), method=model.features)
+    logits = model.apply({"params": params}, features[0], method=model.decode)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32))
     surprisal = -jnp.take_along_axis(logp[:-1], ids[1:, None], axis=-1)[:, 0] / LN2
-    xs = jnp.take(params["embedding"], ids, axis=0)[:, None]
-    layers = []
-    for depth in range(model.num_layers):
-        out = _layer_trace(cell, params[f"layer_{depth}"], xs)
-        xs = out["h"]
-        layers.append({k: v[:, 0] for k, v in out.items()})
-    return jnp.concatenate([jnp.full((1,), jnp.nan), surprisal]), layers
+    return jnp.concatenate([jnp.full((1,), jnp.nan), surprisal]), [{k: v[:, 0] for k, v in r.items()} for r in recorded]
 
 
 def text_features(text: str) -> dict[str, np.ndarray]:

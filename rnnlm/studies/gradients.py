@@ -3,10 +3,10 @@
 For windows of the validation split, the loss of the last token t is
 differentiated with respect to the hidden state h of one layer at every earlier
 step. The derivative is taken through everything that depends on h_{t-k}: the
-recurrence and the layers above. It is read off with one backward pass: a zero
-perturbation is added to h at each step inside the scan (to the carry and to the
-layer output alike), and the gradient with respect to the perturbation is the
-gradient with respect to h. Each run is measured as trained and as freshly
+recurrence and the layers above. It is read off with one backward pass through
+the model's own stack: a zero perturbation is added to h at each step inside the
+scan (to the carry and to the layer output alike; `rnnlm.recurrence.Probe`), and
+the gradient with respect to the perturbation is the gradient with respect to h. Each run is measured as trained and as freshly
 initialised (the very parameters it started from, `seed` and all), and the
 norms are summarised over windows by their geometric mean.
 
@@ -27,21 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlm.cells import get_cell, project_inputs
 from rnnlm.errors import UserError
-from rnnlm.recurrence import scan_layer
+from rnnlm.recurrence import Probe
 
 REPORTED_LAGS = (0, 1, 2, 5, 10, 20, 50, 100, 200)
-
-
-def _probed_scan(cell, params, carry, xs, deltas):
-    """`scan_layer` with `deltas[t]` added to h_t, in the carry and in the output."""
-    def body(c, inputs):
-        g, delta = inputs
-        c, _ = cell.recurrent_step(params, c, g)
-        c = c[:-1] + (c[-1] + delta,)  # every cell keeps h last in its carry: (h,) or (c, h)
-        return c, c[-1]
-    return jax.lax.scan(body, carry, (project_inputs(params, xs), deltas))
 
 
 def lag_gradient_norms(model, params, inputs, targets, layer: int = 0) -> np.ndarray:
@@ -57,21 +46,13 @@ def lag_gradient_norms(model, params, inputs, targets, layer: int = 0) -> np.nda
 
 @functools.partial(jax.jit, static_argnums=(0, 1))  # a Linen module is a hashable dataclass
 def _lag_gradient_norms(model, layer, params, inputs, targets):
-    cell = get_cell(model.cell)
     batch, length = inputs.shape
 
-    def last_loss(deltas):
-        xs = jnp.take(params["embedding"], inputs.T, axis=0)  # [T, B, E]
-        for depth in range(model.num_layers):
-            carry = cell.init_carry(batch, model.hidden_size, xs.dtype)
-            if depth == layer:
-                _, xs = _probed_scan(cell, params[f"layer_{depth}"], carry, xs, deltas)
-            else:
-                _, xs = scan_layer(cell, params[f"layer_{depth}"], carry, xs)
-        features = xs[-1]
-        if "projection" in params:
-            features = features @ params["projection"]
-        logits = model.apply({"params": params}, features, method="decode")
+    def last_loss(perturbation):
+        # The model's own stack, a zero perturbation added to the layer's h at every step.
+        features, _ = model.apply({"params": params}, inputs, model.initial_carry(batch),
+                                  probe=Probe(layer=layer, perturbation=perturbation), method=model.features)
+        logits = model.apply({"params": params}, features[:, -1], method=model.decode)
         logp = jax.nn.log_softmax(logits.astype(jnp.float32))
         # Summed over the batch: sequences are independent, so each gets its own gradient.
         return -jnp.take_along_axis(logp, targets[:, -1:], axis=-1).sum()
@@ -122,23 +103,22 @@ def study_runs(workdirs) -> list[pathlib.Path]:
 
 
 def gradient_study(workdirs, out_dir=None, lags: int = 100, count: int = 32, layer: int = 0) -> list[pathlib.Path]:
-    from rnnlm.inference import load_run
+    from rnnlm.config import load_config
     from rnnlm.plots import lag_plot, run_labels
+    from rnnlm.runs import load_run
+    from rnnlm.state import initial_params
     from rnnlm.workdir import prepare_data
 
-    from rnnlm.config import load_config
-
     runs = study_runs(workdirs)
-    names = [f"{c.model.cell} H={c.model.hidden_size}" for c in (load_config(r / "config.json") for r in runs)]
+    configs = [load_config(run / "config.json") for run in runs]
+    names = [f"{config.model.cell} H={config.model.hidden_size}" for config in configs]
     names = [n if names.count(n) == 1 else f"{n} {label}" for n, label in zip(names, run_labels(runs))]
     curves = []
     for run_dir, name in zip(runs, names):
         run = load_run(run_dir)
         _, ids = prepare_data(run.config, run.workdir)
         inputs, targets = windows(ids["valid"], count, lags)
-        init_key = jax.random.split(jax.random.PRNGKey(run.config.seed))[0]  # as train.create_train_state
-        fresh = run.model.init({"params": init_key}, jnp.zeros((1, 1), jnp.int32), run.model.initial_carry(1))["params"]
-        for state, params in (("trained", run.params), ("initial", fresh)):
+        for state, params in (("trained", run.params), ("initial", initial_params(run.model, run.config.seed))):
             norms = geometric_mean(lag_gradient_norms(run.model, params, inputs, targets, layer))
             curves.append({"label": name, "workdir": str(run_dir), "state": state, "step": run.step if state == "trained" else 0,
                            "norms": norms.tolist()})
@@ -150,11 +130,11 @@ def gradient_study(workdirs, out_dir=None, lags: int = 100, count: int = 32, lay
     lines = [f"# ‖∂ loss_t / ∂ h_(t-k)‖ of layer {layer}, geometric mean over {count} validation windows", "",
              "| run | state | " + " | ".join(f"k={k}" for k in shown) + f" | k={lags - 1} / k=0 |",
              "|---|---|" + "---|" * (len(shown) + 1)]
-    for c in curves:
-        last = c["norms"][-1]
-        ratio = "underflow" if _underflow(last) else f"{last / max(c['norms'][0], 1e-30):.2e}"
-        lines.append(f"| {c['label']} | {c['state']} | " + " | ".join(_format_norm(c["norms"][k]) for k in shown)
-                     + f" | {ratio} |")
+    for curve in curves:
+        last = curve["norms"][-1]
+        ratio = "underflow" if _underflow(last) else f"{last / max(curve['norms'][0], 1e-30):.2e}"
+        lines.append(f"| {curve['label']} | {curve['state']} | "
+                     + " | ".join(_format_norm(curve["norms"][k]) for k in shown) + f" | {ratio} |")
     lines += ["", f"≤{FLOOR:.1e}: the gradient underflowed float32 (the smallest normal number); its true value is smaller."]
     (out_dir / "gradients.md").write_text("\n".join(lines) + "\n")
     (out_dir / "gradients.json").write_text(json.dumps({"layer": layer, "windows": count, "curves": curves}, indent=1))

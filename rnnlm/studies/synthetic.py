@@ -32,9 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rnnlm import fast
 from rnnlm.cells import get_cell
 from rnnlm.errors import UserError
-from rnnlm.recurrence import scan_layer
+from rnnlm.optim import with_standard_promotion
 
 TOLERANCE = 0.04
 CHANCE = 1 - (1 - TOLERANCE) ** 2  # P(|x1 + x2 - 1| < 0.04) for a constant answer of 1
@@ -61,14 +62,15 @@ def predict(cell_name: str, params, inputs):
     """inputs [B, T, 2] -> the answer after the last step [B]."""
     cell = get_cell(cell_name)
     carry = cell.init_carry(inputs.shape[0], params["w"].shape[0])
-    _, ys = scan_layer(cell, params["cell"], carry, jnp.swapaxes(inputs, 0, 1))
+    scan = fast.layer_scan(fast.choose(fast.Speed(), cell, train=True))
+    _, ys = scan(cell, params["cell"], carry, jnp.swapaxes(inputs, 0, 1))
     return ys[-1] @ params["w"] + params["b"]
 
 
 def train_and_score(cell_name: str, distance: int, seeds: int, *, hidden: int = 32, steps: int = 2000,
                     batch: int = 64, learning_rate: float = 3e-3, test_size: int = 1000) -> dict:
     """Train `seeds` networks side by side; success rate and mean squared error on fresh sequences per seed."""
-    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate))
+    tx = with_standard_promotion(optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate)))
 
     def mse(params, inputs, targets):
         return ((predict(cell_name, params, inputs) - targets) ** 2).mean()

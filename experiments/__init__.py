@@ -1,1 +1,0 @@
-"""Experiment configs: one file per experiment, each with `get_config(arg=None)`."""

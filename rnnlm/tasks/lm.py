@@ -1,0 +1,202 @@
+"""The language-model task: token streams cut into windows, a carried state, perplexity.
+
+Data: the corpus's splits tokenized (fitted on train, cached in the workdir);
+train ids laid out as `train.batch_size` contiguous streams cut into windows of
+`train.bptt` tokens (`rnnlm.data.batching`), the recurrent carry flowing from
+window to window (truncated BPTT) and reset at every epoch's start. Loss: the
+window's summed cross-entropy over the token count (`train.loss=token_mean`) or
+over the streams (`time_sum`, Zaremba et al.'s scale). Evaluation scores every
+token of a split with the state carried across it; "best" is the lowest
+validation loss; the report is the final parameters' validation and test
+metrics, per token and per word and character (`rnnlm.metrics`), and a sample.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnlm import loss as reference_loss
+from rnnlm import sharding
+from rnnlm.data.batching import make_streams
+from rnnlm.data.tokenizers import load_tokenizer
+from rnnlm.errors import UserError
+from rnnlm.fast import decoder_loss
+from rnnlm.metrics import LN2, split_units, summarize, with_per_unit_metrics, write_units
+from rnnlm.models import language_model_from_config
+from rnnlm.sampling import sample_text
+from rnnlm.state import load_params
+from rnnlm.tasks.base import Context, Run, Task
+from rnnlm.workdir import load_data, prepare_data, save_data
+
+NAME = "lm"
+
+
+def window_nll(model, params, features, targets, weights, *, train: bool):
+    """The summed NLL of a [B, T] window: in time chunks where `rnnlm.fast.choose` takes that path
+    (`rnnlm.fast.decoder_loss`), else the reference's logits of the whole window (`rnnlm.loss`)."""
+    if model.plan(train=train).chunked_loss:
+        return decoder_loss.window_nll(model, params, features, targets, weights, train=train)
+    return reference_loss.window_nll(model, params, features, targets, weights)
+
+
+def window_loss(model, loss_scale: str, params, carry, batch, rng):
+    """(loss, (carry for the next window, {"nll_sum", "tokens"})) of one [B, T] training window."""
+    features, new_carry = model.apply({"params": params}, batch["tokens"], carry, train=True,
+                                      rngs={"dropout": rng}, method=model.features)
+    weights = batch["weights"]
+    nll_sum = window_nll(model, params, features, batch["targets"], weights, train=True)
+    count = weights.sum()
+    # time_sum: sum over time, mean over streams, the scale Zaremba et al.'s lr = 1 expects.
+    denominator = weights.shape[0] if loss_scale == "time_sum" else jnp.maximum(count, 1.0)
+    return nll_sum / denominator, (new_carry, {"nll_sum": nll_sum, "tokens": count})
+
+
+def eval_step(params, carry, batch, *, model):
+    """(carry, summed NLL, token count) of one [B, T] window."""
+    features, carry = model.apply({"params": params}, batch["tokens"], carry, method=model.features)
+    weights = batch["weights"]
+    return carry, window_nll(model, params, features, batch["targets"], weights, train=False), weights.sum()
+
+
+class Evaluator:
+    """Stateful scoring of a whole split: the carry flows from window to window."""
+
+    def __init__(self, model, mesh, batch_size: int, bptt: int):
+        sharding.check_batch_size(batch_size, mesh, "eval.batch_size")
+        self.model, self.mesh, self.batch_size, self.bptt = model, mesh, batch_size, bptt
+        self.step = jax.jit(functools.partial(eval_step, model=model), donate_argnums=(1,))
+
+    def __call__(self, params, ids: np.ndarray, char_level: bool) -> dict:
+        streams = make_streams(ids, self.batch_size, self.bptt).rows(sharding.local_rows(self.batch_size, self.mesh))
+        carry = sharding.zeros_carry(self.model.initial_carry, self.batch_size, self.mesh)
+        nll_sum, tokens = jnp.zeros(()), jnp.zeros(())
+        for index in range(streams.num_windows):
+            carry, window, window_tokens = self.step(params, carry, sharding.shard_batch(streams.window(index), self.mesh))
+            nll_sum, tokens = nll_sum + window, tokens + window_tokens
+        return summarize(float(nll_sum), float(tokens), char_level)
+
+
+def score_split(evaluator, params, ids, char_level: bool, units: dict | None) -> dict:
+    """A split's per-token metrics, plus per-word perplexity and bits per character when its units are known."""
+    metrics = evaluator(params, ids, char_level)
+    return metrics if units is None else with_per_unit_metrics(metrics, len(ids) - 1, units)
+
+
+class LanguageModelTask(Task):
+    name = NAME
+    position_name = "window"
+    unit = "tokens"
+
+    def __init__(self, config, workdir, mesh):
+        self.config, self.workdir, self.mesh = config, workdir, mesh
+        self.tokenizer, self.ids, self._cached = load_data(config, workdir)
+        if config.sample.length and config.sample.prompt:  # a bad prompt fails now, not after training
+            self.tokenizer.encode(config.sample.prompt, strict=True)
+        self.units = split_units(config, workdir)  # words and characters per split, for per-word metrics
+        self.char_level = self.tokenizer.kind == "char"
+        self.model = language_model_from_config(config, self.tokenizer.vocab_size)
+        train = config.train
+        self.streams = make_streams(self.ids["train"], train.batch_size, train.bptt).rows(
+            sharding.local_rows(train.batch_size, mesh))
+        self.steps_per_epoch = self.streams.num_windows
+        self.evaluator = Evaluator(self.model, mesh, config.eval.batch_size, config.eval.bptt or train.bptt)
+        self.loss = functools.partial(window_loss, self.model, train.loss)
+
+    def save_files(self):
+        if not self._cached:
+            save_data(self.workdir, self.tokenizer, self.ids)
+        write_units(self.workdir, self.units)
+
+    def initial_carry(self):
+        return sharding.zeros_carry(self.model.initial_carry, self.config.train.batch_size, self.mesh)
+
+    def epoch(self, epoch):
+        return self.streams.window  # the same streams every epoch; the carry is reset at its start
+
+    def describe(self, parameters):
+        return [f"rnnlm: {self.config.name}: {self.tokenizer.kind} tokens, vocab {self.tokenizer.vocab_size:,}, "
+                f"train {len(self.ids['train']):,} tokens, {self.steps_per_epoch} steps/epoch, "
+                f"{parameters:,} parameters, {self.mesh.devices.size} device(s); workdir {self.workdir}"]
+
+    def train_metrics(self, totals):
+        return summarize(totals["nll_sum"], totals["tokens"], self.char_level)
+
+    def evaluate(self, params, split):
+        return score_split(self.evaluator, params, self.ids[split], self.char_level, self.units[split])
+
+    def selection_score(self, metrics):
+        return metrics["loss"]
+
+    def epoch_record(self, metrics):
+        return metrics
+
+    def describe_epoch(self, metrics):
+        unit = "bits/char" if self.char_level else "bits/token"
+        return f"valid loss {metrics['loss']:.4f}, perplexity {metrics['perplexity']:.2f}, {unit} {metrics['loss'] / LN2:.4f}"
+
+    def finish(self, state, context: Context):
+        step, say, log = context.step, context.say, context.log
+        valid = context.valid
+        if valid is None:  # the last validation is older than the final parameters
+            valid = self.evaluate(state.params, "valid")
+            log.write({"step": step, "epoch": context.epoch + context.position / self.steps_per_epoch,
+                       "split": "valid", **valid})
+        results = {"step": step, "valid": valid, "test": self.evaluate(state.params, "test")}
+        log.write({"step": step, "epoch": context.epoch, "split": "test", **results["test"]})
+        for split in ("valid", "test"):
+            m = results[split]
+            say(f"{split}: loss {m['loss']:.4f}, perplexity {m['perplexity']:.2f}; per word: perplexity "
+                f"{m['word_perplexity']:.2f}, bits/char {m['bits_per_char']:.4f}")
+        sample = self.config.sample
+        if sample.length > 0:
+            results["sample"] = sample_text(self.model, state.params, self.tokenizer, sample.prompt,
+                                            length=sample.length, temperature=sample.temperature, top_k=sample.top_k,
+                                            top_p=sample.top_p, seed=self.config.seed)[0]
+            say("sample:\n" + results["sample"])
+        return results
+
+
+TASK = LanguageModelTask
+
+
+class LanguageModelRun(Run):
+    """A saved language model: `evaluate(split)` and `generate(...)`."""
+
+    task = NAME
+
+    def evaluate(self, split: str) -> dict:
+        """Per-token metrics of a split, and per word and character when the split's text can be read."""
+        _, ids = prepare_data(self.config, self.workdir)
+        evaluator = Evaluator(self.model, sharding.make_mesh(), self.config.eval.batch_size,
+                              self.config.eval.bptt or self.config.train.bptt)
+        try:  # the split's text once (then data/units.json); without the corpus, per token only
+            units = split_units(self.config, self.workdir)
+            write_units(self.workdir, units)
+            units = units[split]
+        except UserError as e:
+            logging.warning("no per-word metrics: %s", e)
+            units = None
+        return score_split(evaluator, self.params, ids[split], self.tokenizer.kind == "char", units)
+
+    def generate(self, prompt: str = "", length: int = 300, temperature: float = 0.8, top_k: int = 0,
+                 top_p: float = 1.0, seed: int = 0, num_samples: int = 1) -> list[str]:
+        """The prompt followed by `length` sampled tokens, `num_samples` times (`rnnlm.sampling`)."""
+        return sample_text(self.model, self.params, self.tokenizer, prompt, length=length, temperature=temperature,
+                           top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples)
+
+
+def build_model(config, workdir):
+    """(model, tokenizer) of a run directory's config and tokenizer."""
+    tokenizer = load_tokenizer(workdir / "tokenizer.json")
+    return language_model_from_config(config, tokenizer.vocab_size), tokenizer
+
+
+def load(workdir, config, which: str = "latest") -> LanguageModelRun:
+    model, tokenizer = build_model(config, workdir)
+    params, step = load_params(workdir, model, which)
+    return LanguageModelRun(workdir, config, tokenizer, model, params, step)

@@ -1,0 +1,137 @@
+"""rnnlm/recurrence.py: the reference scan of a layer, stacks, dropout and the studies' probe."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnnlm.cells import CELLS, get_cell
+from rnnlm.recurrence import Probe, dropout, initial_carry, run_stack, scan_layer
+from conftest import B, H, T
+from test_cells import random_carry, random_params
+
+
+def python_loop(cell, params, carry, xs):
+    ys = []
+    for x in xs:
+        carry, y = cell.step(params, carry, x)
+        ys.append(y)
+    return carry, jnp.stack(ys)
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_scan_equals_a_python_loop_over_the_step(name, inputs):
+    cell = get_cell(name)
+    params, carry = random_params(name), random_carry(name)
+    loop_carry, loop_ys = python_loop(cell, params, carry, inputs)
+    scan_carry, scan_ys = jax.jit(functools.partial(scan_layer, cell))(params, carry, inputs)
+    np.testing.assert_allclose(scan_ys, loop_ys, rtol=1e-5, atol=1e-6)
+    for a, b in zip(scan_carry, loop_carry):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # reverse: the same loop over the reversed sequence, its outputs in the original order
+    reverse_carry, reverse_ys = scan_layer(cell, params, carry, inputs, reverse=True)
+    loop_carry, loop_ys = python_loop(cell, params, carry, inputs[::-1])
+    np.testing.assert_allclose(reverse_ys, loop_ys[::-1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(reverse_carry[-1], loop_carry[-1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reverse", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", [n if n in ("lstm", "gru_cho") else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(CELLS)])
+def test_mask_freezes_the_carry_on_padding(name, reverse, inputs):
+    """Post-padded rows (forward) or pre-padded ones (reverse): the same as each row's real steps alone."""
+    cell = get_cell(name)
+    params, carry = random_params(name), random_carry(name)
+    lengths = np.array([T, 2, 4])
+    valid = np.arange(T)[:, None] < lengths[None, :]
+    mask = jnp.asarray(valid[::-1] if reverse else valid)
+    final, ys = jax.jit(functools.partial(scan_layer, cell, reverse=reverse))(params, carry, inputs, mask)
+    for b, length in enumerate(lengths):
+        steps = slice(T - length, T) if reverse else slice(0, length)
+        row_carry = tuple(c[b:b + 1] for c in carry)
+        want_final, want_ys = scan_layer(cell, params, row_carry, inputs[steps, b:b + 1], reverse=reverse)
+        np.testing.assert_allclose(ys[steps, b], want_ys[:, 0], rtol=1e-5, atol=1e-6)
+        padded = np.ones(T, bool)
+        padded[steps] = False
+        assert (np.asarray(ys)[padded, b] == 0).all()  # padding outputs zeros
+        for got, want in zip(final, want_final):
+            np.testing.assert_allclose(got[b], want[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_stack_is_its_layers_one_after_the_other(inputs):
+    """Two layers, dropout between them with the key folded by depth; bidirectional: each layer reads
+    [forward, backward] of the one below, the backward half run with reverse=True."""
+    cell = get_cell("gru")
+    layers = [random_params("gru", 1), random_params("gru", 3, input_size=H)]
+    carries = initial_carry(cell, 2, B, H)
+    rng = jax.random.PRNGKey(7)
+    finals, ys = run_stack(cell, layers, carries, inputs, dropout_rate=0.5, rng=rng)
+    first_carry, first = scan_layer(cell, layers[0], carries[0], inputs)
+    second_carry, second = scan_layer(cell, layers[1], carries[1], dropout(jax.random.fold_in(rng, 1), 0.5, first))
+    np.testing.assert_allclose(ys, second, rtol=1e-6)
+    np.testing.assert_allclose(finals[0][0], first_carry[0], rtol=1e-6)
+    np.testing.assert_allclose(finals[1][0], second_carry[0], rtol=1e-6)
+
+    upper = random_params("gru", 4, input_size=2 * H)
+    backward = [random_params("gru", 5), random_params("gru", 6, input_size=2 * H)]
+    (forward_finals, backward_finals), ys = run_stack(cell, [layers[0], upper], carries, inputs,
+                                                      reverse_layers=backward, reverse_carries=carries)
+    below = jnp.concatenate([first, scan_layer(cell, backward[0], carries[0], inputs, reverse=True)[1]], axis=-1)
+    top_backward_carry, top_backward = scan_layer(cell, backward[1], carries[1], below, reverse=True)
+    np.testing.assert_allclose(ys[..., H:], top_backward, rtol=1e-6)
+    np.testing.assert_allclose(ys[..., :H], scan_layer(cell, upper, carries[1], below)[1], rtol=1e-6)
+    np.testing.assert_allclose(backward_finals[1][0], top_backward_carry[0], rtol=1e-6)
+    assert len(forward_finals) == len(backward_finals) == 2
+
+
+def test_dropout_is_inverted_and_off_without_a_key():
+    x = jnp.ones((1000, 10))
+    np.testing.assert_array_equal(dropout(None, 0.5, x), x)
+    np.testing.assert_array_equal(dropout(jax.random.PRNGKey(0), 0.0, x), x)
+    dropped = np.asarray(dropout(jax.random.PRNGKey(0), 0.25, x))
+    np.testing.assert_allclose(np.unique(dropped), [0.0, 1 / 0.75], rtol=1e-6)
+    assert abs((dropped == 0).mean() - 0.25) < 0.02
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru_cho"])
+def test_a_recording_probe_returns_every_steps_carry_and_gates(name, inputs):
+    cell = get_cell(name)
+    params, carry = random_params(name), random_carry(name)
+    final, recorded = scan_layer(cell, params, carry, inputs, record=True)
+    c = carry
+    for t, x in enumerate(inputs):
+        c, gates = cell.update(params, c, cell.project(params, x))
+        for part, value in zip(cell.carry_names, c):
+            np.testing.assert_allclose(recorded[part][t], value, rtol=1e-5, atol=1e-6)
+        for gate, value in gates.items():
+            np.testing.assert_allclose(recorded[gate][t], value, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(recorded["h"][-1], final[-1], rtol=1e-6)
+
+
+def test_a_perturbation_probe_differentiates_with_respect_to_h(inputs):
+    """d loss / d perturbation_t is d loss / d h_t: checked against a finite difference of h_t itself."""
+    cell = get_cell("rnn")
+    params, carry = random_params("rnn"), random_carry("rnn")
+    weights = jax.random.normal(jax.random.PRNGKey(9), (B, H))
+
+    def loss(perturbation):
+        _, ys = scan_layer(cell, params, carry, inputs, perturbation=perturbation)
+        return jnp.sum(ys[-1] * weights)
+
+    grads = jax.grad(loss)(jnp.zeros((T, B, H)))
+    t, eps = 2, 1e-3
+
+    def loss_with_h_moved(delta):  # the loop by hand, h_2 moved by delta in unit (0, 1) of row 0
+        c = carry
+        for step, x in enumerate(inputs):
+            c, _ = cell.step(params, c, x)
+            if step == t:
+                c = (c[0].at[0, 1].add(delta),)
+        return float(jnp.sum(c[0] * weights))
+    finite = (loss_with_h_moved(eps) - loss_with_h_moved(-eps)) / (2 * eps)
+    np.testing.assert_allclose(float(grads[t, 0, 1]), finite, rtol=2e-3)
+    assert float(jnp.abs(grads[T - 1] - weights).max()) < 1e-6  # the last step's h is the output itself
+    probe_ys = run_stack(cell, [params], (carry,), inputs, probe=Probe(layer=0, perturbation=jnp.ones((T, B, H))))[1]
+    assert not np.allclose(probe_ys, scan_layer(cell, params, carry, inputs)[1])  # the probe reaches the stack
