@@ -9,6 +9,9 @@ Runs on any machine with no network and no data directory, in a few minutes on 2
 from rnnlm.config import base_config, make_tiny
 
 
+ARGS = ("tiny",)  # what may follow the file name after ':' (`rnnlm` refuses anything else)
+
+
 def get_config(arg=None):
     config = base_config()
     config.name = "default"

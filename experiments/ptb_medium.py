@@ -9,6 +9,9 @@ then x0.8 per epoch, 39 epochs, batch 20, BPTT 35, clip 5.
 from rnnlm.config import experiment_config, make_tiny
 
 
+ARGS = ("tiny",)  # what may follow the file name after ':' (`rnnlm` refuses anything else)
+
+
 def get_config(arg=None):
     config = experiment_config("ptb_small")
     config.name = "ptb_medium"

@@ -11,6 +11,9 @@ loss summed over time and averaged over the batch.
 from rnnlm.config import base_config, make_tiny
 
 
+ARGS = ("tiny",)  # what may follow the file name after ':' (`rnnlm` refuses anything else)
+
+
 def get_config(arg=None):
     config = base_config()
     config.name = "ptb_small"

@@ -24,6 +24,9 @@ SENTENCES = (  # our own three sentences, labels 0, 1, 2 as in the article's toy
 )
 
 
+ARGS = ("tiny",)  # what may follow the file name after ':' (`rnnlm` refuses anything else)
+
+
 def get_config(arg=None):
     config = base_config()
     config.name = "seed_classifier"

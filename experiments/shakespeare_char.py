@@ -10,6 +10,9 @@
 from rnnlm.config import base_config, make_tiny
 
 
+ARGS = ("cpu15", "tiny")  # what may follow the file name after ':' (`rnnlm` refuses anything else)
+
+
 def get_config(arg=None):
     config = base_config()
     config.name = "shakespeare_char"

@@ -20,6 +20,9 @@ The embedding starts from the word vectors of a WikiText-2 language model
 from rnnlm.config import base_config
 
 
+ARGS = ("scratch", "tiny")  # what may follow the file name after ':' (`rnnlm` refuses anything else)
+
+
 def get_config(arg=None):
     config = base_config()
     config.name = "sst2_lstm"

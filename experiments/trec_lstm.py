@@ -21,6 +21,9 @@ embedding.
 from rnnlm.config import base_config
 
 
+ARGS = ("scratch", "tiny")  # what may follow the file name after ':' (`rnnlm` refuses anything else)
+
+
 def get_config(arg=None):
     config = base_config()
     config.name = "trec_lstm"

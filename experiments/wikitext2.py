@@ -9,6 +9,9 @@ clip 0.25, learning rate divided by 4 when validation loss stops improving, BPTT
 from rnnlm.config import base_config, make_tiny
 
 
+ARGS = ("tiny",)  # what may follow the file name after ':' (`rnnlm` refuses anything else)
+
+
 def get_config(arg=None):
     config = base_config()
     config.name = "wikitext2"

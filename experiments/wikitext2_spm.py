@@ -17,6 +17,9 @@ perplexity (see docs/results.md and rnnlm/metrics.py).
 from rnnlm.config import experiment_config
 
 
+ARGS = ("tiny",)  # what may follow the file name after ':' (`rnnlm` refuses anything else)
+
+
 def get_config(arg=None):
     config = experiment_config("wikitext2", arg)
     config.name = "wikitext2_spm" + ("_tiny" if arg == "tiny" else "")

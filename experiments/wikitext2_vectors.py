@@ -15,6 +15,9 @@ own vector too. One epoch fits the CPU budget (time_budget_minutes).
 from rnnlm.config import experiment_config
 
 
+ARGS = ("tiny",)  # what may follow the file name after ':' (`rnnlm` refuses anything else)
+
+
 def get_config(arg=None):
     config = experiment_config("wikitext2", arg)
     config.name = "wikitext2_vectors" + ("_tiny" if arg == "tiny" else "")

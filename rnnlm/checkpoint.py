@@ -47,6 +47,14 @@ def _abstract(tree):
     return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def _reason(error: Exception) -> str:
+    """The first line of a reading error, without the TensorStore spec it appends (a page of JSON)."""
+    text = str(error).splitlines()[0] if str(error) else repr(error)
+    clauses = text.split(" [tensorstore_spec", 1)[0].split(" [os_error_code", 1)[0].split(": ")
+    # TensorStore nests one clause per driver layer: the code and the innermost two say what broke.
+    return ": ".join(clauses if len(clauses) <= 3 else [clauses[0], "...", *clauses[-2:]])
+
+
 def fingerprint(tree) -> str:
     """sha256 of the arrays' bytes (replicated arrays: this process's copy)."""
     digest = hashlib.sha256()
@@ -76,6 +84,7 @@ class Checkpoints:
         self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                              item_names=("state", "carry", "meta"))
+        self._writing = None  # the step whose asynchronous save may still be running
 
     def latest_step(self):
         return self.manager.latest_step()
@@ -101,6 +110,8 @@ class Checkpoints:
         """Start an (async) save; a failure to write stops the run with a UserError."""
         metrics = None if valid_loss is None else {BEST_METRIC: float(valid_loss)}
         meta = dict(meta, fingerprint={"params": fingerprint(state.params), "state": fingerprint(state)})
+        self.wait()  # the previous save's failure is that step's, not this one's
+        self._writing = step
         try:
             self.manager.save(step, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
@@ -108,7 +119,7 @@ class Checkpoints:
                 meta=ocp.args.JsonSave(meta),
             ), metrics=metrics, force=True)
         except Exception as e:  # noqa: BLE001 - any failure to write must stop training, not be logged and ignored
-            raise UserError(f"cannot write the checkpoint of step {step} to {self.directory}: {e}") from None
+            raise UserError(f"cannot write the checkpoint of step {step} to {self.directory}: {_reason(e)}") from None
 
     def _restore(self, step: int, state_like, carry_like):
         items = {"state": ocp.args.StandardRestore(_abstract(state_like)), "meta": ocp.args.JsonRestore(),
@@ -116,7 +127,7 @@ class Checkpoints:
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many types for damaged files
-            raise DamagedCheckpoint(f"step {step} cannot be read: {str(e).splitlines()[0] if str(e) else repr(e)}")
+            raise DamagedCheckpoint(f"step {step} cannot be read: {_reason(e)}")
         expected = (restored["meta"] or {}).get("fingerprint", {}).get("state")
         if expected is not None and expected != fingerprint(restored["state"]):  # None: saved before fingerprints
             raise DamagedCheckpoint(f"step {step}: the arrays do not match the fingerprint written with them")
@@ -156,7 +167,7 @@ class Checkpoints:
                 ),
                 meta=ocp.args.JsonRestore()))
         except Exception as e:  # noqa: BLE001
-            raise UserError(f"checkpoint {step} in {self.directory} cannot be read: {str(e).splitlines()[0]}") from None
+            raise UserError(f"checkpoint {step} in {self.directory} cannot be read: {_reason(e)}") from None
         params = restored["state"]["params"]
         expected = (restored["meta"] or {}).get("fingerprint", {}).get("params")
         if expected is not None and expected != fingerprint(params):  # None: saved before fingerprints
@@ -168,7 +179,8 @@ class Checkpoints:
         try:
             self.manager.wait_until_finished()
         except Exception as e:  # noqa: BLE001 - an async write that failed
-            raise UserError(f"cannot write a checkpoint to {self.directory}: {e}") from None
+            raise UserError(f"cannot write the checkpoint of step {self._writing} to {self.directory}: "
+                            f"{_reason(e)}") from None
 
     def close(self) -> None:
         self.manager.close()

@@ -248,60 +248,77 @@ class _OneLineParser(argparse.ArgumentParser):
         raise UserError(message)
 
 
+CONFIG_HELP = """the experiment and its settings (read by ml_collections, so not in the list above):
+  --config FILE[:ARG]   an experiment file: experiments/<name>.py, <name>.py or <name>, from any
+                        directory (default: experiments/default.py); ARG picks a variant, e.g. :tiny
+  --config.SECTION.FIELD=VALUE
+                        override one field; sections: data, model, speed, train, eval, sample
+                        (every field and its meaning: rnnlm/config.py)
+
+examples:
+  rnnlm train --config experiments/ptb_small.py --workdir runs/ptb_small
+  rnnlm train --config experiments/default.py:tiny --config.model.cell=gru --config.train.epochs=2
+  rnnlm sweep --config experiments/ablations/cell_type.py:tiny --seeds 0
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="rnnlm", description="Recurrent neural language models in JAX.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    with_config = {"epilog": CONFIG_HELP, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
-    train = commands.add_parser("train", help="train or resume a run (config flags are passed through)")
+    train = commands.add_parser("train", help="train or resume a run (--config, --config.<field>=value)", **with_config)
     train.add_argument("--workdir", help="run directory (default: runs/<config.name>)")
     train.add_argument("--distributed", default="auto", choices=("auto", "on", "off"),
                        help="start JAX's distributed runtime (auto: when a coordinator is given or on a multi-host TPU)")
     train.add_argument("--coordinator", default="", help="host:port of process 0 (or $RNNLM_COORDINATOR)")
-    train.add_argument("--num-processes", type=int, default=0, help="or $RNNLM_NUM_PROCESSES")
-    train.add_argument("--process-id", type=int, default=-1, help="or $RNNLM_PROCESS_ID")
+    train.add_argument("--num-processes", type=int, default=0, help="processes in the job (or $RNNLM_NUM_PROCESSES)")
+    train.add_argument("--process-id", type=int, default=-1, help="this process's index (or $RNNLM_PROCESS_ID)")
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser("eval", help="score a saved run on a split")
-    evaluate.add_argument("--workdir", required=True)
-    evaluate.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    evaluate.add_argument("--workdir", required=True, help="a run directory written by rnnlm train")
+    evaluate.add_argument("--split", default="test", choices=("train", "valid", "test"), help="the split scored")
     evaluate.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
     evaluate.set_defaults(func=_eval)
 
     gen = commands.add_parser("generate", help="sample text from a saved run")
-    gen.add_argument("--workdir", required=True)
+    gen.add_argument("--workdir", required=True, help="a run directory written by rnnlm train")
     gen.add_argument("--prompt", default="", help="text to read before sampling")
     gen.add_argument("--length", type=_positive(int), default=300, help="tokens to sample")
     gen.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     gen.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens; 0 = all")
     gen.add_argument("--top-p", type=float, default=1.0, help="nucleus mass; 1 = off")
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--num-samples", type=_positive(int), default=1)
+    gen.add_argument("--seed", type=int, default=0, help="sampling seed: the same seed gives the same text")
+    gen.add_argument("--num-samples", type=_positive(int), default=1, help="independent samples, drawn as one batch")
     gen.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
     gen.set_defaults(func=_generate)
 
     predict = commands.add_parser("predict", help="label sentences with a saved classifier run")
-    predict.add_argument("--workdir", required=True)
+    predict.add_argument("--workdir", required=True, help="a run directory written by rnnlm train")
     predict.add_argument("--checkpoint", default="best", help="latest, best or a step number")
     predict.add_argument("sentences", nargs="*", help="sentences to classify")
     predict.set_defaults(func=_predict)
 
-    aot = commands.add_parser("compile-check", help="compile the train step for N fake CPU devices (config flags pass through)")
-    aot.add_argument("--devices", type=_positive(int), default=8)
+    aot = commands.add_parser("compile-check", help="compile the train step for N fake CPU devices "
+                              "(--config, --config.<field>=value)", **with_config)
+    aot.add_argument("--devices", type=_positive(int), default=8, help="fake CPU devices the step is sharded over")
     aot.add_argument("--vocab-size", type=int, default=0, help="skip reading the corpus")
     aot.set_defaults(func=_compile_check)
 
     listing = commands.add_parser("corpora", help="list the registered corpora")
     listing.set_defaults(func=_corpora)
-    _add_research_commands(commands)
+    _add_research_commands(commands, with_config)
     # add_help=False: `rnnlm bench --help` and every option reach the benchmark's own parser.
     bench = commands.add_parser("bench", add_help=False, help="speed and memory: rnnlm vs PyTorch vs Flax")
     bench.set_defaults(func=_bench)
     return parser
 
 
-def _add_research_commands(commands):
+def _add_research_commands(commands, with_config):
     """sweep, plot, study, visualize, units: see rnnlm/sweep.py, plots.py, studies/, visualize.py."""
-    sweep = commands.add_parser("sweep", help="run an experiment's get_sweep() points; write results.md/json/png")
+    sweep = commands.add_parser("sweep", help="run an experiment's get_sweep() points; write results.md/json/png",
+                                **with_config)
     sweep.add_argument("--workdir", help="sweep directory, one run per point (default: runs/<config.name>)")
     sweep.add_argument("--seeds", help="replace the sweep's seed axis, e.g. 0 or 0,1,2,3,4")
     sweep.set_defaults(func=_sweep)
@@ -333,7 +350,7 @@ def _add_research_commands(commands):
     for name, func, text_help, chars in (("visualize", _visualize, "per-token hidden units, gates, surprisal", 400),
                                          ("units", _units, "units most correlated with a text feature", 20000)):
         command = commands.add_parser(name, help=f"{text_help}: HTML page" + (" and PNG" if name == "visualize" else ""))
-        command.add_argument("--workdir", required=True)
+        command.add_argument("--workdir", required=True, help="a run directory written by rnnlm train")
         command.add_argument("--text", help="text to read (default: the start of the validation split)")
         command.add_argument("--text-file", help="read the text from this file")
         command.add_argument("--max-chars", type=_positive(int), default=chars, help="tokens of the text used")
@@ -350,9 +367,22 @@ def _add_research_commands(commands):
             command.add_argument("--top", type=_positive(int), default=5, help="units listed per feature")
 
 
+def _ignore_closed_event_loops(unraisable, default=sys.unraisablehook):
+    """Orbax reads with asyncio; after a failed read TensorStore's late callbacks find its loop closed and
+    each prints a traceback of no consequence. Every other unraisable exception is reported as usual."""
+    if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+        return
+    default(unraisable)
+
+
 def _quiet_libraries():
     from absl import logging as absl_logging
-    absl_logging.set_verbosity(absl_logging.ERROR)
+    sys.unraisablehook = _ignore_closed_event_loops
+    # Orbax logs a failed asynchronous save at ERROR, with tracebacks, before raising it; rnnlm reports the
+    # raised error in one line (rnnlm/checkpoint.py), so only fatal records of absl's loggers are shown.
+    absl_logging.set_verbosity(absl_logging.FATAL)
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the same failure again, from Orbax's unawaited tasks
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
 
@@ -371,6 +401,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("rnnlm: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the machine refused (permissions, a full disk): its reason and path, in one line
+        where = f": {e.filename}" if e.filename else ""
+        print(f"rnnlm: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
     return 0
 
 

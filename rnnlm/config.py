@@ -140,15 +140,28 @@ def load_config(path: pathlib.Path) -> ml_collections.ConfigDict:
 
 
 def resolve_experiment(value: str) -> str:
-    """`experiments/x.py`, `x.py` or `x`, from any directory, with an optional `:arg` -> `path[:arg]`."""
+    """`experiments/x.py`, `x.py` or `x` (also of experiments/ablations/), from any directory, with an
+    optional `:arg` -> `path[:arg]`."""
     from rnnlm.errors import UserError
     path, sep, arg = value.rpartition(":") if ".py:" in value else (value, "", "")
-    candidates = [pathlib.Path(path), EXPERIMENTS_DIR / path, EXPERIMENTS_DIR / pathlib.Path(path).name,
-                  EXPERIMENTS_DIR / f"{path}.py"]
+    candidates = [pathlib.Path(path), EXPERIMENTS_DIR.parent / path, EXPERIMENTS_DIR / path,
+                  EXPERIMENTS_DIR / pathlib.Path(path).name, EXPERIMENTS_DIR / f"{path}.py",
+                  EXPERIMENTS_DIR / "ablations" / pathlib.Path(path).name, EXPERIMENTS_DIR / "ablations" / f"{path}.py"]
     found = next((p for p in candidates if p.is_file()), None)
     if found is None:
         raise UserError(f"experiment config not found: {path}")
+    if arg:
+        check_experiment_arg(load_experiment_module(found), found, arg)
     return f"{found}{sep}{arg}"
+
+
+def check_experiment_arg(module, path, arg) -> None:
+    """An experiment lists what may follow its file name in ARGS; anything else would silently run the default."""
+    from rnnlm.errors import UserError
+    known = getattr(module, "ARGS", None)
+    if arg and known is not None and arg not in known:
+        raise UserError(f"{pathlib.Path(path).name}: unknown experiment argument {arg!r}; "
+                        f"choose one of {', '.join(known)} (or none)")
 
 
 def load_experiment_module(path):
@@ -162,7 +175,10 @@ def load_experiment_module(path):
 
 def experiment_config(name: str, arg=None) -> ml_collections.ConfigDict:
     """`get_config(arg)` of an experiment, by name or path (one experiment building on another)."""
-    return load_experiment_module(resolve_experiment(name)).get_config(arg)
+    path = resolve_experiment(name)
+    module = load_experiment_module(path)
+    check_experiment_arg(module, path, arg)
+    return module.get_config(arg)
 
 
 def make_tiny(config, name_suffix: str = "_tiny") -> ml_collections.ConfigDict:
@@ -186,6 +202,7 @@ def validate(config) -> None:
     """Check names and ranges before anything touches the disk; raises UserError naming the field."""
     from rnnlm.cells import get_cell
     from rnnlm.data import corpora
+    from rnnlm.data.text import split_fractions
     from rnnlm.data.tokenizers import TOKENIZERS
     from rnnlm.errors import UserError
     from rnnlm.optim import SCHEDULES
@@ -195,6 +212,7 @@ def validate(config) -> None:
     if config.data.tokenizer and config.data.tokenizer not in TOKENIZERS:
         raise UserError(f"unknown data.tokenizer {config.data.tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
     _validate_task_fields(config)
+    split_fractions(config.data.split)
     if config.train.optimizer not in ("sgd", "adam", "adamw"):
         raise UserError(f"unknown train.optimizer {config.train.optimizer!r}; choose one of sgd, adam, adamw")
     if config.train.lr_schedule not in SCHEDULES:

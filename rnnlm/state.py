@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
 from typing import Any
 
 import flax
@@ -9,7 +11,9 @@ import jax
 import jax.numpy as jnp
 
 from rnnlm import sharding
+from rnnlm.cells import get_cell
 from rnnlm.checkpoint import Checkpoints
+from rnnlm.errors import UserError
 from rnnlm.models import init_params
 
 
@@ -52,3 +56,66 @@ def load_params(workdir, model, which: str = "latest"):
         return checkpoints.restore_params(step, shapes), step
     finally:
         checkpoints.close()
+
+
+# --- will it fit? ---------------------------------------------------------------------------
+
+def _tree_bytes(tree) -> int:
+    return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def train_bytes(model, tx, batch_shape) -> dict:
+    """A lower bound on the bytes one training step holds on a device, from shapes alone.
+
+    parameters, their gradients and the optimizer state (all replicated), and the
+    activations the backward pass keeps for a batch of `batch_shape` = (rows, length)
+    tokens: the embedding output and, per layer and direction, the gate pre-activations,
+    the carry and the output of every step. XLA's temporaries come on top.
+    """
+    params = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
+    opt_state = jax.eval_shape(tx.init, params)
+    cell = get_cell(model.cell)
+    directions = 2 if getattr(model, "bidirectional", False) else 1
+    per_token = model.embed_size + model.num_layers * directions * (
+        cell.gates + cell.carry_arity + 1) * model.hidden_size
+    rows, length = batch_shape
+    return {"parameters": _tree_bytes(params), "gradients": _tree_bytes(params), "optimizer": _tree_bytes(opt_state),
+            "activations": 4 * rows * length * per_token}
+
+
+def _cgroup_limit() -> int | None:
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = pathlib.Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            return int(text)
+    return None
+
+
+def device_memory() -> tuple[int, str]:
+    """(bytes, what they are) one device can hold: an accelerator's own memory, else the host's."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"{jax.local_devices()[0].device_kind} memory"
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    limit = _cgroup_limit()
+    if limit and limit < total:
+        return limit, "this container's memory limit"
+    return total, "host memory"
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB"
+
+
+def check_fits(model, tx, batch_shape) -> None:
+    """Refuse, in one line naming both numbers, a run whose step cannot fit before anything is written."""
+    need = train_bytes(model, tx, batch_shape)
+    have, what = device_memory()
+    if sum(need.values()) > have:
+        parts = ", ".join(f"{name} {_gb(n)}" for name, n in need.items())
+        raise UserError(f"the model does not fit: one training step needs at least {_gb(sum(need.values()))} "
+                        f"({parts}) but {what} is {_gb(have)}; make model.hidden_size, model.num_layers, "
+                        f"the vocabulary or train.batch_size x the sequence length smaller")

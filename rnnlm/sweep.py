@@ -162,6 +162,7 @@ class RunResult:
 def run_sweep(config, points: list[dict], workdir, train_fn=None) -> list[RunResult]:
     """Train every point (skipping finished ones), then write results.md/json/png; returns the runs."""
     from rnnlm.config import validate
+    from rnnlm.workdir import check_writable, make_workdir
     if train_fn is None:
         from rnnlm.train import train_and_evaluate as train_fn
     workdir = pathlib.Path(workdir)
@@ -172,7 +173,8 @@ def run_sweep(config, points: list[dict], workdir, train_fn=None) -> list[RunRes
         raise UserError(f"two sweep points have the same overrides: {sorted(duplicates)[0]}")
     for point_config in configs:
         validate(point_config)
-    workdir.mkdir(parents=True, exist_ok=True)
+    check_writable(workdir)
+    make_workdir(workdir)
     results = []
     for index, (overrides, point_config, name) in enumerate(zip(points, configs, names), 1):
         run_dir = workdir / name

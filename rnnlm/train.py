@@ -4,7 +4,8 @@ What differs between a language model and a classifier (data, model, loss,
 evaluation, the checkpoint kept as best, the report) sits behind
 `rnnlm.tasks.base.Task`; everything else is written once, here:
 
-    1. set-up and checks: config, mesh, data; nothing is written before all of it passed
+    1. set-up and checks: config, mesh, data, whether the step fits in memory; nothing is
+       written before all of it passed
     2. the run's files: config.json, the task's tokenizer and data cache
     3. model, optimizer, train state
     4. restore: the newest readable checkpoint (the one order: rnnlm/checkpoint.py)
@@ -35,10 +36,10 @@ from rnnlm.config import validate
 from rnnlm.errors import UserError
 from rnnlm.fast import huge_pages
 from rnnlm.preemption import PreemptionWatch
-from rnnlm.state import TrainState, create_train_state
+from rnnlm.state import TrainState, check_fits, create_train_state
 from rnnlm.tasks.base import Context
 from rnnlm.tasks.registry import get_task
-from rnnlm.workdir import MetricLog, reconcile_config
+from rnnlm.workdir import MetricLog, check_writable, make_workdir, reconcile_config
 
 NO_STEP = np.iinfo(np.int32).max  # "no non-finite step yet"
 INT_METRICS = ("steps", "nonfinite", "first_nonfinite_step")  # the step metrics that are counts
@@ -156,19 +157,21 @@ def train_and_evaluate(config, workdir) -> dict:
     mesh = sharding.make_mesh(train_config.num_devices)
     sharding.check_batch_size(train_config.batch_size, mesh)
     sharding.check_batch_size(config.eval.batch_size, mesh, "eval.batch_size")
+    check_writable(workdir)
     if (workdir / "config.json").exists():
         reconcile_config(config, workdir, write=False)  # refuse a mismatched run before reading data
     task = get_task(config.task)(config, workdir, mesh)
+    steps_per_epoch = task.steps_per_epoch
+    tx = optim.make_optimizer(train_config, train_config.max_steps or train_config.epochs * steps_per_epoch)
+    check_fits(task.model, tx, task.batch_shape)
 
     # 2. The run's files.
-    workdir.mkdir(parents=True, exist_ok=True)
+    make_workdir(workdir)
     reconcile_config(config, workdir, write=is_writer)
     if is_writer:
         task.save_files()
 
     # 3. Model, optimizer, state.
-    steps_per_epoch = task.steps_per_epoch
-    tx = optim.make_optimizer(train_config, train_config.max_steps or train_config.epochs * steps_per_epoch)
     state = create_train_state(task.model, tx, config.seed, mesh)
     carry = task.initial_carry()
     controller = optim.LearningRateController.from_config(train_config)
@@ -223,39 +226,39 @@ def train_and_evaluate(config, workdir) -> dict:
             if position == 0:
                 carry = task.initial_carry()
             batch_at = task.epoch(epoch)
-            bar = tqdm.tqdm(total=steps_per_epoch, initial=position, desc=f"epoch {epoch + 1}/{train_config.epochs}",
-                            disable=not is_writer, leave=False, dynamic_ncols=True)
             tick = pending.started = time.perf_counter()
-            while position < steps_per_epoch:
-                state, carry, metrics = compiled_step(state, carry, sharding.shard_batch(batch_at(position), mesh))
-                pending.add(metrics)
-                step, position = step + 1, position + 1
-                bar.update(1)
-                logged = step % train_config.log_every == 0 or position == steps_per_epoch
-                stop = "preempted (SIGTERM)" if preemption.requested(step) else stop_reason(
-                    config, step, seconds + time.perf_counter() - tick, check_clock=logged)
-                due = position < steps_per_epoch and (
-                    stop or (train_config.checkpoint_every and step % train_config.checkpoint_every == 0))
-                if not (logged or due):
-                    continue
-                totals = pending.fetch()  # the only host sync: log steps and checkpoints
-                check_finite(totals)
-                now = time.perf_counter()
-                seconds, tick = seconds + now - tick, now
-                if logged:
-                    record = {"step": step, "epoch": epoch + position / steps_per_epoch, "split": "train",
-                              **task.train_metrics(totals),
-                              "grad_norm": totals["grad_norm"] / max(totals["steps"] - totals["nonfinite"], 1),
-                              "learning_rate": optim.current_learning_rate(state.opt_state),
-                              f"{task.unit}_per_sec": totals[task.unit] / max(now - pending.started, 1e-9)}
-                    pending = PendingMetrics()
-                    log.write(record)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}")
-                if due:  # mid-epoch; epoch ends are saved below with the validation score
-                    save(None if logged else totals)
-                if stop:
-                    break
-            bar.close()
+            # The bar is cleared on any exit, so that an error prints on a line of its own.
+            with tqdm.tqdm(total=steps_per_epoch, initial=position, desc=f"epoch {epoch + 1}/{train_config.epochs}",
+                           disable=not is_writer, leave=False, dynamic_ncols=True) as bar:
+                while position < steps_per_epoch:
+                    state, carry, metrics = compiled_step(state, carry, sharding.shard_batch(batch_at(position), mesh))
+                    pending.add(metrics)
+                    step, position = step + 1, position + 1
+                    bar.update(1)
+                    logged = step % train_config.log_every == 0 or position == steps_per_epoch
+                    stop = "preempted (SIGTERM)" if preemption.requested(step) else stop_reason(
+                        config, step, seconds + time.perf_counter() - tick, check_clock=logged)
+                    due = position < steps_per_epoch and (
+                        stop or (train_config.checkpoint_every and step % train_config.checkpoint_every == 0))
+                    if not (logged or due):
+                        continue
+                    totals = pending.fetch()  # the only host sync: log steps and checkpoints
+                    check_finite(totals)
+                    now = time.perf_counter()
+                    seconds, tick = seconds + now - tick, now
+                    if logged:
+                        record = {"step": step, "epoch": epoch + position / steps_per_epoch, "split": "train",
+                                  **task.train_metrics(totals),
+                                  "grad_norm": totals["grad_norm"] / max(totals["steps"] - totals["nonfinite"], 1),
+                                  "learning_rate": optim.current_learning_rate(state.opt_state),
+                                  f"{task.unit}_per_sec": totals[task.unit] / max(now - pending.started, 1e-9)}
+                        pending = PendingMetrics()
+                        log.write(record)
+                        bar.set_postfix(loss=f"{record['loss']:.3f}")
+                    if due:  # mid-epoch; epoch ends are saved below with the validation score
+                        save(None if logged else totals)
+                    if stop:
+                        break
             if position == steps_per_epoch:
                 epoch, position = epoch + 1, 0
                 valid = task.evaluate(state.params, "valid")

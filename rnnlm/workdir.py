@@ -34,6 +34,26 @@ from rnnlm.errors import UserError
 FROZEN_PREFIXES = ("task", "data.", "model.", "train.batch_size", "train.bptt", "train.optimizer", "train.loss")
 
 
+def check_writable(workdir: pathlib.Path) -> None:
+    """A workdir must be a directory, or not exist yet under a directory this process may write into."""
+    if workdir.exists() and not workdir.is_dir():
+        raise UserError(f"--workdir {workdir} is a file, not a directory")
+    ancestor = workdir
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"--workdir {workdir}: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"--workdir {workdir}: {ancestor} is not writable (permission denied)")
+
+
+def make_workdir(workdir: pathlib.Path) -> None:
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # e.g. root on a read-only file system, where os.access says yes
+        raise UserError(f"--workdir {workdir}: cannot create it ({e.strerror})") from None
+
+
 def _flatten(tree, prefix=""):
     for key, value in tree.items():
         if isinstance(value, dict):

@@ -1,6 +1,7 @@
 """rnnlm/cli.py: the commands end to end (train, resume, eval, generate), and every bad input the issues name:
 one line, a non-zero exit, nothing changed on disk."""
 
+import argparse
 import hashlib
 import json
 import math
@@ -34,6 +35,7 @@ def files(tmp_path_factory):
     (root / "cls_badlabel.txt").write_text("0 good\n7 weird\n")
     (root / "cls_nolabel.txt").write_text("0 good\nlovely\n")
     (root / "bad.model").write_bytes(b"\x00not a SentencePiece model")
+    (root / "a_file").write_text("not a directory\n")
     (root / "no_checkpoint").mkdir()
     (root / "no_checkpoint" / "config.json").write_text("{}")
     bad_ptb = root / "bad_data" / "ptb"
@@ -62,6 +64,17 @@ CASES = {
     "unknown config key": (TRAIN + ["--config.model.hiden_size=3"], "unknown config field 'model.hiden_size'"),
     "badly typed value": (TRAIN + ["--config.model.hidden_size=big"], "invalid literal for int"),
     "unknown experiment": (["train", "--config", "experiments/nope.py"], "experiment config not found"),
+    "unknown experiment argument": (["train", "--config", "experiments/default.py:tny", "--workdir", "{root}/fresh"],
+                                    "default.py: unknown experiment argument 'tny'; choose one of tiny (or none)"),
+    "a model that cannot fit": (FRESH + ["--config.model.hidden_size=100000"], "the model does not fit"),
+    "workdir that is a file": (["train", "--config", "experiments/default.py:tiny", "--workdir", "{root}/a_file"],
+                               "a_file is a file, not a directory"),
+    "workdir under a file": (["train", "--config", "experiments/default.py:tiny", "--workdir", "{root}/a_file/run"],
+                             "a_file is a file, not a directory"),
+    # /sys refuses new directories even to root (for whom os.access says every directory is writable)
+    "workdir that cannot be created": (["train", "--config", "experiments/default.py:tiny", "--workdir",
+                                        "/sys/rnnlm_test_run"], "cannot create it"),
+    "split that is not numbers": (FRESH + ["--config.data.split=abc"], "got 'abc'"),
     "zero hidden size": (TRAIN + ["--config.model.hidden_size=0"], "model.hidden_size must be positive"),
     "negative bptt": (TRAIN + ["--config.train.bptt=-5"], "train.bptt must be positive"),
     "dropout of 1": (TRAIN + ["--config.model.dropout=1.0"], "model.dropout must be in [0, 1)"),
@@ -104,6 +117,23 @@ def test_bad_input(files, capsys, name):
     assert message in err
     assert digest(files / "run") == before  # nothing in the existing run changed
     assert not (files / "fresh").exists()  # and no new run directory was started
+
+
+def test_help_shows_the_config_interface_and_every_option_says_what_it_does(capsys):
+    for command in ("train", "sweep", "compile-check"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        out = capsys.readouterr().out
+        assert "--config FILE[:ARG]" in out and "--config.SECTION.FIELD=VALUE" in out, command
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    undocumented = []
+    for name, sub in commands.choices.items():
+        for nested in [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]:
+            undocumented += [f"{name} {n} {o.option_strings}" for n, s in nested.choices.items()
+                             for o in s._actions if o.option_strings and not o.help]
+        undocumented += [f"{name} {a.option_strings}" for a in sub._actions if a.option_strings and not a.help]
+    assert undocumented == []
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 
 import pytest
 
@@ -44,3 +45,14 @@ def test_load_config_keeps_unknown_old_runs_readable(tmp_path):
     assert config.speed.unroll == 3 and config.speed.fold_embedding is False and config.seed == 4
     assert config.model.cell == "lstm"  # the rest at today's defaults
     assert os.path.isdir(EXPERIMENTS_DIR)
+
+
+def test_experiments_resolve_from_any_directory_and_refuse_unknown_arguments(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for given in ("experiments/ablations/cell_type.py:char", "cell_type.py:char", "experiments/default.py", "default"):
+        path = resolve_experiment(given)
+        assert pathlib.Path(path.split(".py")[0] + ".py").is_file(), given
+    with pytest.raises(UserError, match=r"cell_type.py: unknown experiment argument 'chr'; choose one of char, ptb"):
+        resolve_experiment("experiments/ablations/cell_type.py:chr")
+    with pytest.raises(UserError, match="unknown experiment argument 'tny'"):
+        experiment_config("default", "tny")

@@ -34,6 +34,36 @@ def test_gradient_norms_match_a_hand_computed_two_step_rnn():
     np.testing.assert_allclose(norms[0], [np.linalg.norm(dh2), np.linalg.norm(dh1)], rtol=1e-5)
 
 
+def test_gradient_norms_far_below_float32s_square_range_are_exact():
+    """Entries of 1e-20 to 1e-30 are normal float32 numbers whose squares XLA's CPU backend flushes to zero;
+    the norms must still match a float64 hand computation (h_t = tanh(x_t Wx + b + h_{t-1} Wh), Wh tiny)."""
+    model = LanguageModel(vocab_size=3, embed_size=2, hidden_size=2, num_layers=1, cell="rnn", init_scale=0.9)
+    params = jax.tree_util.tree_map(np.asarray, _init(model))
+    params["layer_0"]["w_h"] = params["layer_0"]["w_h"] * np.float32(1e-5)  # each lag costs ~5 decades
+    tokens, target = [2, 1, 0, 2, 1, 1, 0], 1
+    e, d, bias = (np.asarray(params[k], np.float64) for k in ("embedding", "decoder", "decoder_bias"))
+    w_x, w_h, b = (np.asarray(params["layer_0"][k], np.float64) for k in ("w_x", "w_h", "b"))
+    hs, h = [], np.zeros(2)
+    for token in tokens:
+        h = np.tanh(e[token] @ w_x + b + h @ w_h)
+        hs.append(h)
+    logits = hs[-1] @ d + bias
+    p = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    grad = d @ (p - np.eye(3)[target])  # d loss / d h_T
+    expected = []
+    for k in range(len(tokens)):
+        expected.append(np.linalg.norm(grad))
+        grad = w_h @ (grad * (1 - hs[-1 - k] ** 2))
+    assert 1e-37 < expected[-1] < 1e-20  # the test reaches the range where the old norm returned 0
+    norms = gradients.lag_gradient_norms(model, params, np.array([tokens]), np.array([tokens[1:] + [target]]))
+    np.testing.assert_allclose(norms[0], expected, rtol=1e-4)
+
+
+def test_scaled_norm_keeps_tiny_and_huge_vectors():
+    x = jnp.array([[3e-25, 4e-25], [3e30, 4e30], [0.0, 0.0]], jnp.float32)
+    np.testing.assert_allclose(jax.jit(gradients.scaled_norm)(x), [5e-25, 5e30, 0.0], rtol=1e-6)
+
+
 def test_top_layer_lag_zero_is_the_softmax_gradient_and_lags_are_per_sequence():
     model = LanguageModel(vocab_size=5, embed_size=3, hidden_size=4, num_layers=2, cell="lstm")
     params = _init(model, 1)

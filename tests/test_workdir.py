@@ -1,6 +1,7 @@
 """rnnlm/workdir.py: a rerun's config against the saved one, the data cache, the metric log and its reader."""
 
 import json
+import os
 
 import pytest
 
@@ -64,3 +65,11 @@ def test_the_metric_reader_and_run_check_name_what_is_missing(tmp_path):
         read_metrics(tmp_path)
     with pytest.raises(UserError, match="is not a training run: config.json is missing"):
         existing_run(tmp_path)
+
+
+def test_a_workdir_in_a_directory_without_write_permission_is_refused(tmp_path, monkeypatch):
+    from rnnlm.workdir import check_writable
+    check_writable(tmp_path / "new" / "run")  # nothing exists yet under a writable directory: fine
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as for a user without rights (root has them all)
+    with pytest.raises(UserError, match=r"is not writable \(permission denied\)"):
+        check_writable(tmp_path / "new" / "run")

@@ -19,6 +19,9 @@ from rnnlm.config import base_config, make_tiny
 SIZES = (64, 128, 256, 512, 1024)
 
 
+ARGS = ("tiny",)  # what may follow the file name after ':' (`rnnlm` refuses anything else)
+
+
 def get_config(arg=None):
     if arg not in (None, "tiny"):
         raise ValueError(f"hidden_size: unknown argument {arg!r}; choose tiny or nothing")

@@ -21,6 +21,9 @@ from rnnlm import sweep
 from rnnlm.config import experiment_config
 
 
+ARGS = ("tiny",)  # what may follow the file name after ':' (`rnnlm` refuses anything else)
+
+
 def get_config(arg=None):
     config = experiment_config("sst2_lstm", "tiny" if arg == "tiny" else "scratch")  # the article's model: no pretrained vectors
     config.name = "ablation_masking" + ("_tiny" if arg == "tiny" else "")

@@ -19,6 +19,9 @@ The per-word columns need train.py to report them (rnnlm.metrics.with_per_unit_m
 from rnnlm.config import base_config, make_tiny
 
 
+ARGS = ("tiny",)  # what may follow the file name after ':' (`rnnlm` refuses anything else)
+
+
 def get_config(arg=None):
     config = base_config()
     config.name = "ablation_tokenizer"

@@ -41,11 +41,21 @@ def read_text(path: pathlib.Path) -> str:
     return text
 
 
+def split_fractions(value) -> tuple[float, float, float]:
+    """data.split as three floats, or a one-line error (ml_collections turns `=abc` into a tuple of letters)."""
+    try:
+        fractions = tuple(float(f) for f in value)
+    except (TypeError, ValueError):
+        fractions = ()
+    if len(fractions) != 3 or any(not f > 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        shown = "".join(value) if isinstance(value, tuple) and all(isinstance(v, str) for v in value) else value
+        raise UserError(f"data.split must be three positive fractions summing to 1, e.g. (0.9,0.05,0.05); got {shown!r}")
+    return fractions
+
+
 def split_by_position(text: str, fractions) -> dict[str, str]:
     """Cut one text into train/valid/test at the given fractions of its length."""
-    fractions = tuple(float(f) for f in fractions)
-    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise UserError(f"data.split must be three positive fractions summing to 1, got {fractions}")
+    fractions = split_fractions(fractions)
     cuts = []
     for boundary in (fractions[0], fractions[0] + fractions[1]):
         cut = int(len(text) * boundary)

@@ -5,6 +5,7 @@ checked its data without writing anything. The loop then asks it, by these names
 
     save_files()              write what the run needs beside its checkpoints (tokenizer, data cache)
     model, steps_per_epoch    the Flax module and the optimizer steps of one epoch
+    batch_shape               (rows, tokens per row) of one training batch on one device
     initial_carry()           the state that flows between a stream's batches, at an epoch's start
     loss(params, carry, batch, rng) -> (loss, (carry, sums))
                               the training objective of one batch; `sums` holds `nll_sum` (summed
@@ -38,6 +39,7 @@ class Task:
     unit: str  # what train records count per second ("tokens", "examples"): a key of `sums`
     model: Any
     steps_per_epoch: int
+    batch_shape: tuple[int, int]
 
     def save_files(self) -> None: ...
     def initial_carry(self): ...

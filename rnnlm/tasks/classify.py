@@ -163,6 +163,7 @@ class ClassifierTask(Task):
         self.classes = self.tokenizer.classes
         self.model = classifier_from_config(config, embedding_rows(config, self.tokenizer), len(self.classes))
         self.rows = sharding.local_rows(config.train.batch_size, mesh)
+        self.batch_shape = (config.train.batch_size // mesh.devices.size, self.tokenizer.maxlen)
         self.steps_per_epoch = math.ceil(len(self.splits["train"].labels) / config.train.batch_size)
         self.evaluator = Evaluator(self.model, mesh, config, self.tokenizer.maxlen)
         self.loss = functools.partial(batch_loss, self.model, config.model.use_mask)

@@ -104,6 +104,7 @@ class LanguageModelTask(Task):
         self.streams = make_streams(self.ids["train"], train.batch_size, train.bptt).rows(
             sharding.local_rows(train.batch_size, mesh))
         self.steps_per_epoch = self.streams.num_windows
+        self.batch_shape = (train.batch_size // mesh.devices.size, train.bptt)
         self.evaluator = Evaluator(self.model, mesh, config.eval.batch_size, config.eval.bptt or train.bptt)
         self.loss = functools.partial(window_loss, self.model, train.loss)
 
