@@ -102,21 +102,23 @@ def _eval(args, rest):
               f"(step {run.step}, {args.workdir})")
         print("confusion matrix:\n" + format_confusion(metrics["confusion"], run.tokenizer.classes))
         return
-    from rnnlm.metrics import LN2
-    unit = "bits/char" if run.tokenizer.kind == "char" else "bits/token"
-    per_word = (f"; per word: perplexity {metrics['word_perplexity']:.2f}, bits/char {metrics['bits_per_char']:.4f}"
-                if "word_perplexity" in metrics else "")
-    print(f"{args.split}: loss {metrics['loss']:.4f}, perplexity {metrics['perplexity']:.2f}, "
-          f"{unit} {metrics['loss'] / LN2:.4f}{per_word} (step {run.step}, {args.workdir})")
+    from rnnlm.metrics import describe
+    print(f"{args.split}: {describe(metrics, run.tokenizer.kind)} (step {run.step}, {args.workdir})")
 
 
 def _generate(args, rest):
     _no_extra(rest)
     from rnnlm.runs import load_run
     run = load_run(args.workdir, args.checkpoint)
-    for text in run.generate(args.prompt, args.length, args.temperature, args.top_k, args.top_p,
-                             args.seed, args.num_samples):
-        print(text)
+    pieces = run.generate_stream(args.prompt, args.length, args.temperature, args.top_k, args.top_p, args.seed,
+                                 args.num_samples)
+    if args.num_samples == 1:  # one text: printed as it is sampled
+        for piece, in pieces:
+            print(piece, end="", flush=True)
+        print()
+    else:
+        for text in ("".join(texts) for texts in zip(*pieces)):
+            print(text)
 
 
 def _predict(args, rest):

@@ -16,6 +16,15 @@ score `N - 1` (input, target) pairs; with it, a word model's word_perplexity is
 exactly its perplexity and a character model's bits_per_char exactly its own.
 For a subword model the first word is partly predicted; that one word is the
 only approximation.
+
+They compare only between open-vocabulary models. A word model with a capped
+vocabulary predicts `<unk>` for every rare word, a far easier event than
+spelling the word out, so its per-word and per-character figures are lower than
+an open-vocabulary model's on the same text would be: `unk_share` (targets that
+are `<unk>`) is reported with every evaluation, and `describe` says "not
+comparable" whenever it is above zero. PTB's files have `<unk>` in the text
+itself: a word model predicts it as the text's own word, as a character model
+spells it, so it does not count.
 """
 
 from __future__ import annotations
@@ -35,12 +44,17 @@ def summarize(nll_sum: float, tokens: float, char_level: bool) -> dict:
     return out
 
 
-def text_units(text: str) -> dict:
-    """{"words", "chars"} of a split, each less the unpredicted first unit (see the module docstring)."""
+def text_units(text: str, tokenizer=None) -> dict:
+    """{"words", "chars"} of a split, each less the unpredicted first unit (see the module docstring), and
+    with a tokenizer "replaced": its tokens that are `<unk>` standing for text it lacks."""
     lines = text.splitlines()
     line_ends = len(lines) - (0 if text.endswith("\n") else 1)  # an unfinished last line has no <eos>
     words = sum(len(line.split()) for line in lines) + max(line_ends, 0)
-    return {"words": max(words - 1, 1), "chars": max(len(text) - 1, 1)}
+    units = {"words": max(words - 1, 1), "chars": max(len(text) - 1, 1)}
+    if tokenizer is not None:
+        from rnnlm.data.tokenizers import replaced_tokens
+        units["replaced"] = replaced_tokens(tokenizer, text)
+    return units
 
 
 def per_unit_metrics(nll_sum: float, units: dict) -> dict:
@@ -53,14 +67,17 @@ def _units_path(workdir) -> pathlib.Path:
     return pathlib.Path(workdir) / "data" / "units.json"
 
 
-def split_units(config, workdir) -> dict:
-    """{split: text_units} of a run's splits: the workdir's data/units.json, else counted from the corpus."""
+def split_units(config, workdir, tokenizer=None) -> dict:
+    """{split: text_units} of a run's splits: the workdir's data/units.json, else counted from the corpus
+    (also when a tokenizer is given and the file, from an older run, lacks "replaced")."""
     from rnnlm.data import text as text_lib
     path = _units_path(workdir)
     if path.exists():
-        return json.loads(path.read_text())
+        units = json.loads(path.read_text())
+        if tokenizer is None or all("replaced" in u for u in units.values()):
+            return units
     texts, _ = text_lib.load_corpus_text(config.data)
-    return {split: text_units(texts[split]) for split in text_lib.SPLITS}
+    return {split: text_units(texts[split], tokenizer) for split in text_lib.SPLITS}
 
 
 def write_units(workdir, units: dict) -> None:
@@ -77,3 +94,17 @@ def with_per_unit_metrics(metrics: dict, num_targets: int, units: dict) -> dict:
     num_targets: the targets the evaluator scored, len(ids) - 1.
     """
     return {**metrics, **per_unit_metrics(metrics["loss"] * num_targets, units)}
+
+
+def describe(metrics: dict, tokenizer_kind: str) -> str:
+    """One line for a split's language-model metrics: the model's own units first, then the figures
+    that compare across tokenizers (not a character model's per-word perplexity, a number on no one's
+    scale), with the `<unk>` caveat when it applies."""
+    own = "bits/char" if tokenizer_kind == "char" else "bits/token"
+    line = f"loss {metrics['loss']:.4f}, perplexity {metrics['perplexity']:.2f}, {own} {metrics['loss'] / LN2:.4f}"
+    if tokenizer_kind != "char" and "word_perplexity" in metrics:
+        line += f"; per word: perplexity {metrics['word_perplexity']:.2f}, bits/char {metrics['bits_per_char']:.4f}"
+    if metrics.get("unk_share"):
+        line += (f"; <unk> is {metrics['unk_share']:.1%} of the targets: not comparable with open-vocabulary "
+                 f"models")
+    return line

@@ -67,7 +67,7 @@ def training_curves(workdirs, out) -> pathlib.Path:
         ax.set_xlabel("step")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        if key == "grad_norm":
+        if key in ("grad_norm", "learning_rate"):  # both span decades (a schedule's decay, spikes)
             ax.set_yscale("log")
     fig.legend(loc="outside lower center", ncol=min(3, len(runs)), fontsize="small", frameon=False)
     return save_figure(fig, out)

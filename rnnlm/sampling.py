@@ -1,4 +1,5 @@
-"""Text generation: prime the carry with a prompt, then sample inside one jitted `lax.scan`.
+"""Text generation: prime the carry with a prompt, then sample inside one jitted `lax.scan` (a long
+text in chunks, streamed).
 
 Decoding rules, applied in this order to the logits of each step:
   temperature 0 -> greedy (argmax); otherwise logits / temperature,
@@ -11,6 +12,8 @@ traced arguments (changing them does not recompile); `length` and `top_k` are st
 from __future__ import annotations
 
 import functools
+import math
+from typing import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +57,25 @@ def choose(rng, logits, temperature, top_k: int = 0, top_p=1.0):
     return jax.lax.cond(temperature <= 0, lambda logits: jnp.argmax(logits, axis=-1), draw, logits)
 
 
+def _prime(model, variables, prompt):
+    """The carry after the prompt's first P-1 tokens (read in one scan), and its last token."""
+    carry = model.initial_carry(prompt.shape[0])
+    if prompt.shape[1] > 1:
+        _, carry = model.apply(variables, prompt[:, :-1], carry)
+    return carry, prompt[:, -1]
+
+
+def _sample(model, variables, carry, token, keys, temperature, top_k, top_p):
+    def body(state, key):
+        carry, token = state
+        logits, carry = model.apply(variables, token[:, None], carry)
+        token = choose(key, logits[:, 0], temperature, top_k, top_p)
+        return (carry, token), token
+
+    (carry, token), tokens = jax.lax.scan(body, (carry, token), keys)
+    return carry, token, tokens.T
+
+
 @functools.partial(jax.jit, static_argnames=("model", "length", "top_k"))
 def generate(model, params, prompt, rng, temperature, top_p, *, length: int, top_k: int = 0):
     """prompt [B, P] int32 (P >= 1) -> sampled continuation [B, length].
@@ -62,33 +84,62 @@ def generate(model, params, prompt, rng, temperature, top_p, *, length: int, top
     last one is the first input of the sampling scan.
     """
     variables = {"params": params}
-    carry = model.initial_carry(prompt.shape[0])
-    if prompt.shape[1] > 1:
-        _, carry = model.apply(variables, prompt[:, :-1], carry)
+    carry, token = _prime(model, variables, prompt)
+    return _sample(model, variables, carry, token, jax.random.split(rng, length), temperature, top_k, top_p)[2]
 
-    def body(state, key):
-        carry, token = state
-        logits, carry = model.apply(variables, token[:, None], carry)
-        token = choose(key, logits[:, 0], temperature, top_k, top_p)
-        return (carry, token), token
 
-    _, tokens = jax.lax.scan(body, (carry, prompt[:, -1]), jax.random.split(rng, length))
-    return tokens.T
+@functools.partial(jax.jit, static_argnames=("model", "length", "top_k"))
+def _generate_more(model, params, carry, token, rng, temperature, top_p, *, length: int, top_k: int = 0):
+    return _sample(model, {"params": params}, carry, token, jax.random.split(rng, length), temperature, top_k, top_p)
+
+
+_prime_jit = jax.jit(_prime, static_argnums=0)
+CHUNK = 4096  # tokens sampled per compiled call when streaming; a longer text arrives chunk by chunk
+
+
+def check_settings(temperature, top_k: int, top_p, vocab_size: int | None = None, prefix: str = "") -> None:
+    """The decoding settings, checked before anything runs (`prefix`: "sample." for the config's fields)."""
+    from rnnlm.errors import UserError
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise UserError(f"{prefix}temperature must be a number >= 0 (0 = greedy), got {temperature}")
+    if not 0 <= top_k <= (vocab_size if vocab_size is not None else top_k):
+        raise UserError(f"{prefix}top-k must be between 0 and the vocabulary size {vocab_size}, got {top_k}"
+                        if vocab_size is not None else f"{prefix}top_k must not be negative, got {top_k}")
+    if not 0 < top_p <= 1:
+        raise UserError(f"{prefix}top-p must be in (0, 1], got {top_p}")
+
+
+def sample_stream(model, params, tokenizer, prompt: str = "", *, length: int, temperature: float = 1.0,
+                  top_k: int = 0, top_p: float = 1.0, seed: int = 0, num_samples: int = 1) -> Iterator[list[str]]:
+    """The texts of `sample_text`, in pieces as they are sampled: one list of `num_samples` pieces per
+    chunk of at most CHUNK tokens (the first pieces start with the prompt). A text of at most CHUNK
+    tokens is one chunk, sampled exactly as `generate` samples it."""
+    check_settings(temperature, top_k, top_p, tokenizer.vocab_size)
+    ids = tokenizer.encode(prompt, strict=True) if prompt else np.zeros(0, np.int32)
+    if len(ids) == 0:  # begin as at the start of a line
+        ids = np.array([tokenizer.index.get("\n", tokenizer.index.get("<eos>", 0))], np.int32)
+    # Word tokens are decoded with a space after each; the prompt gets one too, so "end." + "I" reads "end. I".
+    glue = " " if tokenizer.kind == "word" and prompt and not prompt[-1].isspace() else ""
+    variables = {"params": params}
+    carry, token = _prime_jit(model, variables, jnp.asarray(np.tile(ids, (num_samples, 1))))
+    rng, temperature, top_p = jax.random.PRNGKey(seed), jnp.float32(temperature), jnp.float32(top_p)
+    previous = None  # the last token of the previous chunk: decoding it with the next keeps SentencePiece's spaces
+    for index, start in enumerate(range(0, length, CHUNK)):
+        key = rng if index == 0 else jax.random.fold_in(rng, index)
+        carry, token, tokens = _generate_more(model, params, carry, token, key, temperature, top_p,
+                                              length=min(CHUNK, length - start), top_k=top_k)
+        tokens = np.asarray(tokens)
+        if previous is None:
+            yield [prompt + glue + tokenizer.decode(row) for row in tokens]
+        else:
+            yield [tokenizer.decode(np.concatenate([[p], row]))[len(tokenizer.decode([p])):]
+                   for p, row in zip(previous, tokens)]
+        previous = tokens[:, -1]
 
 
 def sample_text(model, params, tokenizer, prompt: str = "", *, length: int, temperature: float = 1.0,
                 top_k: int = 0, top_p: float = 1.0, seed: int = 0, num_samples: int = 1) -> list[str]:
     """Text in, text out: the prompt followed by `length` sampled tokens, `num_samples` times."""
-    from rnnlm.errors import UserError
-    if not 0 <= top_k <= tokenizer.vocab_size:
-        raise UserError(f"top-k must be between 0 and the vocabulary size {tokenizer.vocab_size}, got {top_k}")
-    if not 0 < top_p <= 1:
-        raise UserError(f"top-p must be in (0, 1], got {top_p}")
-    if temperature < 0:
-        raise UserError(f"temperature must be >= 0, got {temperature}")
-    ids = tokenizer.encode(prompt, strict=True) if prompt else np.zeros(0, np.int32)
-    if len(ids) == 0:  # begin as at the start of a line
-        ids = np.array([tokenizer.index.get("\n", tokenizer.index.get("<eos>", 0))], np.int32)
-    tokens = generate(model, params, jnp.asarray(np.tile(ids, (num_samples, 1))), jax.random.PRNGKey(seed),
-                      jnp.float32(temperature), jnp.float32(top_p), length=length, top_k=top_k)
-    return [prompt + tokenizer.decode(row) for row in np.asarray(tokens)]
+    pieces = list(sample_stream(model, params, tokenizer, prompt, length=length, temperature=temperature,
+                                top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples))
+    return ["".join(texts) for texts in zip(*pieces)]

@@ -102,7 +102,10 @@ def render_html(title: str, tokens: list[str], rows: list[Row], out, note: str =
     return _write(out, "\n".join(parts))
 
 
-def render_png(title: str, tokens: list[str], rows: list[Row], out, max_tokens: int = 100) -> pathlib.Path:
+PNG_TOKENS = 100  # a wider grid is unreadable on a page; the HTML page shows every token
+
+
+def render_png(title: str, tokens: list[str], rows: list[Row], out, max_tokens: int = PNG_TOKENS) -> pathlib.Path:
     """The first `max_tokens` tokens as a grid: one row per series, each cell labelled with its token."""
     from rnnlm.plots import pyplot, save_figure
     plt = pyplot()
@@ -144,8 +147,11 @@ def visualize(workdir, text: str | None, units: list[int] | None, layer: int, st
     rows = activation_rows(result, layer, state, units)
     out_dir = pathlib.Path(out_dir or pathlib.Path(workdir) / "visualize")
     title = f"{run.config.model.cell} {run.workdir.name}, step {run.step}: layer {layer} {state}"
+    shown = min(len(result.tokens), PNG_TOKENS)
+    png_title = title + (f" (the first {shown} of {len(result.tokens)} tokens; the HTML page has all)"
+                         if shown < len(result.tokens) else "")
     return [render_html(title, result.tokens, rows, out_dir / "activations.html"),
-            render_png(title, result.tokens, rows, out_dir / "activations.png")]
+            render_png(png_title, result.tokens, rows, out_dir / "activations.png", max_tokens=PNG_TOKENS)]
 
 
 def find_units(workdir, features: list[str], top: int, text: str | None, out_dir=None,

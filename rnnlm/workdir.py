@@ -62,10 +62,15 @@ def _flatten(tree, prefix=""):
             yield f"{prefix}{key}", value
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once, at import: setting it later would race with other threads' files
+
+
 def write_atomically(path: pathlib.Path, payload: bytes) -> None:
     """Readers (another process, a later run) see the old file or the new one, never half of one."""
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
         tmp.write(payload)
+    os.chmod(tmp.name, 0o666 & ~_UMASK)  # as open() would create it: a temporary file is private (0600)
     os.replace(tmp.name, path)
 
 

@@ -2,10 +2,11 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from rnnlm.data.tokenizers import CharTokenizer, WordTokenizer
-from rnnlm.metrics import LN2, per_unit_metrics, summarize, text_units, with_per_unit_metrics
+from rnnlm.metrics import LN2, describe, per_unit_metrics, summarize, text_units, with_per_unit_metrics
 
 TEXT = ("the cat sat on the mat .\nthe dog sat on the log .\n a cat and a dog met on a mat \n\n"
         "café naïve — über\n") * 20
@@ -40,3 +41,29 @@ def test_summarize_by_hand():
     assert m == {"loss": 2.0, "perplexity": pytest.approx(math.exp(2.0)), "bits_per_char": pytest.approx(2.0 / LN2)}
     assert "bits_per_token" in summarize(1.0, 1, char_level=False)
     assert summarize(1e6, 1, char_level=False)["perplexity"] == math.exp(700.0)  # capped, not an overflow
+
+
+def test_the_line_names_each_models_own_units_and_flags_unk():
+    char = {"loss": 1.0, "perplexity": math.e, "bits_per_char": 1 / math.log(2), "word_perplexity": 246339.94}
+    line = describe(char, "char")
+    assert line.count("bits/char") == 1 and "per word" not in line and "246339" not in line
+    word = {"loss": 4.0, "perplexity": math.exp(4), "word_perplexity": math.exp(4), "bits_per_char": 1.3994}
+    assert describe(word, "word").endswith("per word: perplexity 54.60, bits/char 1.3994")
+    flagged = describe({**word, "unk_share": 0.148}, "word")
+    assert "<unk> is 14.8% of the targets: not comparable with open-vocabulary models" in flagged
+
+
+def test_the_unk_share_counts_words_the_vocabulary_lacks_not_literal_unk():
+    from rnnlm.tasks.lm import score_split
+    word = WordTokenizer.fit("the cat sat <unk> the mat .\n", max_size=6)  # <unk>, <eos> and 4 words
+    text = "the cat sat <unk> on a mat .\n"  # 'on', 'a' and one of the fitted words are not in it
+    kept = set(word.symbols)
+    expected = sum(w not in kept for w in text.split())
+    units = text_units(text, word)
+    assert units["replaced"] == expected and "<unk>" in kept  # the literal <unk> is PTB's own word
+    ids = word.encode(text)
+    fake_evaluator = lambda params, ids, char_level: summarize(len(ids) - 1.0, len(ids) - 1, char_level)
+    assert score_split(fake_evaluator, None, ids, False, units)["unk_share"] == pytest.approx(expected / len(ids))
+    char = CharTokenizer.fit("abc")
+    assert text_units("abcxy<unk>", char)["replaced"] == 7  # x, y and the five characters of '<unk>'
+    assert "unk_share" not in score_split(fake_evaluator, None, ids, False, text_units(text))

@@ -1,11 +1,14 @@
 """rnnlm/sampling.py: decoding rules against numpy, and the jitted generator against a step-by-step loop."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnlm import fast
+from rnnlm import fast, sampling
+from rnnlm.errors import UserError
 from rnnlm.models import LanguageModel, init_params
 from rnnlm.sampling import choose, filter_logits, generate
 
@@ -88,3 +91,39 @@ def test_sampling_is_seeded(tiny_lm):
                                            jnp.float32(1.0), length=30))
     np.testing.assert_array_equal(run(7), run(7))
     assert not np.array_equal(run(7), run(8))
+
+
+@pytest.fixture(scope="module")
+def word_tokenizer():
+    from rnnlm.data.tokenizers import WordTokenizer
+    return WordTokenizer.fit("the cat sat on the mat .\na dog ran to the red door .\n")
+
+
+def test_a_long_text_streams_in_chunks_that_continue_one_another(tiny_lm, word_tokenizer, monkeypatch):
+    """Greedy decoding does not depend on the keys, so a text sampled in chunks of 4 tokens must equal
+    the one-shot `generate` of the same length: the carry and the last token flow between chunks."""
+    model, params = tiny_lm
+    ids = word_tokenizer.encode("the cat", strict=True)
+    want = np.asarray(generate(model, params, jnp.asarray(ids[None]), jax.random.PRNGKey(0), jnp.float32(0.0),
+                               jnp.float32(1.0), length=10))[0]
+    monkeypatch.setattr(sampling, "CHUNK", 4)
+    pieces = list(sampling.sample_stream(model, params, word_tokenizer, "the cat", length=10, temperature=0.0))
+    assert [len(p) for p in pieces] == [1, 1, 1]  # chunks of 4, 4 and 2 tokens, one sample
+    assert "".join(p[0] for p in pieces) == "the cat " + word_tokenizer.decode(want)  # a space after the prompt
+    # A text of at most one chunk is `generate`'s, key for key.
+    sampled = np.asarray(generate(model, params, jnp.asarray(ids[None]), jax.random.PRNGKey(5), jnp.float32(1.0),
+                                  jnp.float32(1.0), length=4))[0]
+    assert sampling.sample_text(model, params, word_tokenizer, "the cat", length=4, seed=5) == [
+        "the cat " + word_tokenizer.decode(sampled)]
+
+
+@pytest.mark.parametrize("settings, message", [
+    ((float("nan"), 0, 1.0), "temperature must be a number >= 0"),
+    ((-1.0, 0, 1.0), "temperature must be a number >= 0"),
+    ((1.0, 14, 1.0), "top-k must be between 0 and the vocabulary size 13"),
+    ((1.0, 0, 2.0), "top-p must be in (0, 1]"),
+    ((1.0, 0, 0.0), "top-p must be in (0, 1]"),
+])
+def test_bad_decoding_settings_are_one_line_errors(settings, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        sampling.check_settings(*settings, vocab_size=13)

@@ -73,3 +73,12 @@ def test_a_workdir_in_a_directory_without_write_permission_is_refused(tmp_path, 
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # as for a user without rights (root has them all)
     with pytest.raises(UserError, match=r"is not writable \(permission denied\)"):
         check_writable(tmp_path / "new" / "run")
+
+
+def test_files_written_atomically_get_the_mode_open_would_give(tmp_path):
+    from rnnlm.workdir import write_atomically
+    write_atomically(tmp_path / "config.json", b"{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "config.json").stat().st_mode & 0o777 == 0o666 & ~umask  # not the temp file's 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]

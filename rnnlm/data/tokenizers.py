@@ -31,6 +31,15 @@ UNK = "<unk>"
 EOS = "<eos>"
 
 
+
+def replaced_tokens(tokenizer, text: str) -> int:
+    """How many tokens of `text` are `<unk>` standing for text the vocabulary lacks. A literal `<unk>`
+    word (PTB's files have them) is the text itself, predicted as such, so it does not count."""
+    if tokenizer.kind == "word":
+        return sum(1 for word in tokenizer._words(text, tokenizer.lowercase) if word not in tokenizer.index)
+    unk = tokenizer.unk if tokenizer.kind == "sentencepiece" else tokenizer.index[UNK]
+    return int((tokenizer.encode(text) == unk).sum())
+
 class CharTokenizer:
     kind = "char"
 

@@ -26,9 +26,9 @@ from rnnlm.data.batching import make_streams
 from rnnlm.data.tokenizers import load_tokenizer
 from rnnlm.errors import UserError
 from rnnlm.fast import decoder_loss
-from rnnlm.metrics import LN2, split_units, summarize, with_per_unit_metrics, write_units
+from rnnlm.metrics import LN2, describe, split_units, summarize, with_per_unit_metrics, write_units
 from rnnlm.models import language_model_from_config
-from rnnlm.sampling import sample_text
+from rnnlm.sampling import check_settings, sample_stream, sample_text
 from rnnlm.state import load_params
 from rnnlm.tasks.base import Context, Run, Task
 from rnnlm.workdir import load_data, prepare_data, save_data
@@ -82,9 +82,14 @@ class Evaluator:
 
 
 def score_split(evaluator, params, ids, char_level: bool, units: dict | None) -> dict:
-    """A split's per-token metrics, plus per-word perplexity and bits per character when its units are known."""
+    """A split's per-token metrics, plus per-word perplexity and bits per character when its units are known,
+    and the share of its tokens that are `<unk>` for text the tokenizer lacks (`rnnlm.metrics.describe`)."""
     metrics = evaluator(params, ids, char_level)
-    return metrics if units is None else with_per_unit_metrics(metrics, len(ids) - 1, units)
+    if units is not None:
+        metrics = with_per_unit_metrics(metrics, len(ids) - 1, units)
+        if "replaced" in units:
+            metrics["unk_share"] = units["replaced"] / max(len(ids), 1)
+    return metrics
 
 
 class LanguageModelTask(Task):
@@ -95,9 +100,12 @@ class LanguageModelTask(Task):
     def __init__(self, config, workdir, mesh):
         self.config, self.workdir, self.mesh = config, workdir, mesh
         self.tokenizer, self.ids, self._cached = load_data(config, workdir)
-        if config.sample.length and config.sample.prompt:  # a bad prompt fails now, not after training
-            self.tokenizer.encode(config.sample.prompt, strict=True)
-        self.units = split_units(config, workdir)  # words and characters per split, for per-word metrics
+        if config.sample.length:  # bad sampling settings fail now, not after training
+            check_settings(config.sample.temperature, config.sample.top_k, config.sample.top_p,
+                           self.tokenizer.vocab_size, prefix="sample.")
+            if config.sample.prompt:
+                self.tokenizer.encode(config.sample.prompt, strict=True)
+        self.units = split_units(config, workdir, self.tokenizer)  # words, characters, <unk> per split
         self.char_level = self.tokenizer.kind == "char"
         self.model = language_model_from_config(config, self.tokenizer.vocab_size)
         train = config.train
@@ -150,9 +158,7 @@ class LanguageModelTask(Task):
         results = {"step": step, "valid": valid, "test": self.evaluate(state.params, "test")}
         log.write({"step": step, "epoch": context.epoch, "split": "test", **results["test"]})
         for split in ("valid", "test"):
-            m = results[split]
-            say(f"{split}: loss {m['loss']:.4f}, perplexity {m['perplexity']:.2f}; per word: perplexity "
-                f"{m['word_perplexity']:.2f}, bits/char {m['bits_per_char']:.4f}")
+            say(f"{split}: {describe(results[split], self.tokenizer.kind)}")
         sample = self.config.sample
         if sample.length > 0:
             results["sample"] = sample_text(self.model, state.params, self.tokenizer, sample.prompt,
@@ -176,7 +182,7 @@ class LanguageModelRun(Run):
         evaluator = Evaluator(self.model, sharding.make_mesh(), self.config.eval.batch_size,
                               self.config.eval.bptt or self.config.train.bptt)
         try:  # the split's text once (then data/units.json); without the corpus, per token only
-            units = split_units(self.config, self.workdir)
+            units = split_units(self.config, self.workdir, self.tokenizer)
             write_units(self.workdir, units)
             units = units[split]
         except UserError as e:
@@ -189,6 +195,12 @@ class LanguageModelRun(Run):
         """The prompt followed by `length` sampled tokens, `num_samples` times (`rnnlm.sampling`)."""
         return sample_text(self.model, self.params, self.tokenizer, prompt, length=length, temperature=temperature,
                            top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples)
+
+    def generate_stream(self, prompt: str = "", length: int = 300, temperature: float = 0.8, top_k: int = 0,
+                        top_p: float = 1.0, seed: int = 0, num_samples: int = 1):
+        """The same texts as `generate`, in pieces as they are sampled (`rnnlm.sampling.sample_stream`)."""
+        return sample_stream(self.model, self.params, self.tokenizer, prompt, length=length, temperature=temperature,
+                             top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples)
 
 
 def build_model(config, workdir):
