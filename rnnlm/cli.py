@@ -121,6 +121,27 @@ def _generate(args, rest):
             print(text)
 
 
+def _compare(args, rest):
+    _no_extra(rest)
+    from rnnlm.plots import training_curves
+    from rnnlm.runs import format_runs, list_runs
+    summaries = list_runs(args.workdirs)
+    print(format_runs(summaries))
+    print(f"wrote {training_curves([s['run'] for s in summaries], args.out)}")
+
+
+def _export(args, rest):
+    _no_extra(rest)
+    from rnnlm.runs import export_run
+    print(f"wrote {export_run(args.workdir, args.out, args.checkpoint)}")
+
+
+def _runs(args, rest):
+    _no_extra(rest)
+    from rnnlm.runs import format_runs, list_runs
+    print(format_runs(list_runs(args.folders)))
+
+
 def _predict(args, rest):
     from rnnlm.runs import load_run
     sentences = list(args.sentences) + rest  # argparse leaves sentences after an option in rest
@@ -307,6 +328,21 @@ def build_parser() -> argparse.ArgumentParser:
     aot.add_argument("--devices", type=_positive(int), default=8, help="fake CPU devices the step is sharded over")
     aot.add_argument("--vocab-size", type=int, default=0, help="skip reading the corpus")
     aot.set_defaults(func=_compile_check)
+
+    runs = commands.add_parser("runs", help="list the runs under folders: step, best valid, test, time, state")
+    runs.add_argument("folders", nargs="*", default=["runs"], help="run or sweep folders, searched below (default: runs)")
+    runs.set_defaults(func=_runs)
+
+    compare = commands.add_parser("compare", help="one table and overlaid training curves of several runs")
+    compare.add_argument("workdirs", nargs="+", help="run or sweep directories")
+    compare.add_argument("--out", default="compare.png", help="PNG of the overlaid curves (default: ./compare.png)")
+    compare.set_defaults(func=_compare)
+
+    export = commands.add_parser("export", help="a run's parameters as safetensors, beside its config and tokenizer")
+    export.add_argument("--workdir", required=True, help="a run directory written by rnnlm train")
+    export.add_argument("--out", required=True, help="a new (or empty) folder; rnnlm eval/generate read it like a run")
+    export.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
+    export.set_defaults(func=_export)
 
     listing = commands.add_parser("corpora", help="list the registered corpora")
     listing.set_defaults(func=_corpora)

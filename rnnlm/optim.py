@@ -28,11 +28,7 @@ def make_optimizer(train_config, total_steps: int) -> optax.GradientTransformati
         raise UserError(f"unknown train.lr_schedule {c.lr_schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if c.learning_rate <= 0:
         raise UserError(f"train.learning_rate must be positive, got {c.learning_rate}")
-    if c.lr_schedule == "cosine":
-        learning_rate = optax.warmup_cosine_decay_schedule(
-            0.0, c.learning_rate, max(c.warmup_steps, 1), max(total_steps, c.warmup_steps + 1))
-    else:
-        learning_rate = c.learning_rate
+    learning_rate = step_schedule(c, total_steps)
 
     builders = {
         "sgd": lambda learning_rate: optax.sgd(learning_rate, momentum=c.momentum or None),
@@ -44,6 +40,31 @@ def make_optimizer(train_config, total_steps: int) -> optax.GradientTransformati
     optimizer = optax.inject_hyperparams(builders[c.optimizer])(learning_rate=learning_rate)
     clip = optax.clip_by_global_norm(c.grad_clip) if c.grad_clip > 0 else optax.identity()
     return with_standard_promotion(optax.chain(clip, optimizer))
+
+
+def step_schedule(train_config, total_steps: int):
+    """The learning rate Optax schedules per step (cosine with warmup over `total_steps`), or a constant."""
+    c = train_config
+    if c.lr_schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, max(c.warmup_steps, 1),
+                                                  max(total_steps, c.warmup_steps + 1))
+    return c.learning_rate
+
+
+def horizon_notice(train_config, total_steps: int, step: int, opt_state) -> str | None:
+    """On resume: say so when the step schedule's horizon changed (more epochs or steps), since the rate
+    then jumps to where the new cosine is at this step, not where the old one left it."""
+    schedule = step_schedule(train_config, total_steps)
+    if not callable(schedule) or step == 0:
+        return None
+    # The injected rate is the one the last update used: the schedule at step - 1.
+    was, now = current_learning_rate(opt_state), float(schedule(step - 1))
+    if abs(now - was) <= 1e-3 * max(abs(was), 1e-12):
+        return None
+    now = float(schedule(step))
+    return (f"learning rate: the cosine schedule now spans {total_steps:,} steps (train.epochs or train.max_steps "
+            f"changed), so it continues from {now:.3g} at step {step:,}, where the new cosine is, instead of "
+            f"{was:.3g}, where the old one had reached")
 
 
 def with_standard_promotion(tx: optax.GradientTransformation) -> optax.GradientTransformation:

@@ -9,11 +9,26 @@
 
 The task (`config.task` in the run's config.json) decides the class:
 `rnnlm.tasks.lm.LanguageModelRun` or `rnnlm.tasks.classify.ClassifierRun`.
+
+`export_run(workdir, out)` (`rnnlm export`) writes one checkpoint's parameters
+as safetensors beside the run's config and tokenizer; `load_run(out)` reads
+such a folder like a run.
+
+`list_runs(folders)` (`rnnlm runs [DIR ...]`) summarises the runs under folders
+from their files alone (nothing is loaded or compiled): experiment, latest
+checkpoint, best validation, test, training time and whether the run is
+running (its workdir lock is held), finished (its final test is logged at its
+latest checkpoint) or stopped.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import pathlib
+
 from rnnlm.config import load_config
+from rnnlm.errors import UserError
 from rnnlm.tasks.registry import task_module
 from rnnlm.workdir import existing_run
 
@@ -23,3 +38,106 @@ def load_run(workdir, which: str = "latest"):
     workdir = existing_run(workdir)
     config = load_config(workdir / "config.json")
     return task_module(config.task).load(workdir, config, which)
+
+
+def _records(workdir: pathlib.Path) -> list[dict]:
+    path = workdir / "metrics.jsonl"
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line torn by a kill
+            continue
+    return records
+
+
+def _latest_checkpoint(workdir: pathlib.Path) -> tuple[int | None, dict]:
+    """(step, meta) of the newest complete checkpoint, read from Orbax's JSON file."""
+    steps = sorted((int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit()), reverse=True)
+    for step in steps:
+        try:
+            return step, json.loads((workdir / "checkpoints" / str(step) / "meta" / "metadata").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+    return None, {}
+
+
+def _is_running(workdir: pathlib.Path) -> bool:
+    import fcntl
+    try:
+        with open(workdir / ".lock") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)  # taken (and dropped) at once: nobody trains
+    except FileNotFoundError:
+        return False
+    except BlockingIOError:
+        return True
+    return False
+
+
+def _score(record: dict | None, task: str) -> str:
+    if not record:
+        return ""
+    if task == "classify":
+        return f"acc {record['accuracy']:.2%}"
+    return f"loss {record['loss']:.4f}, ppl {math.exp(min(record['loss'], 700)):.2f}"
+
+
+def run_summary(workdir) -> dict:
+    """One run's line of `rnnlm runs`, from its config, metric log and latest checkpoint's metadata."""
+    workdir = pathlib.Path(workdir)
+    config = load_config(workdir / "config.json")
+    records = _records(workdir)
+    step, meta = _latest_checkpoint(workdir)
+    task = config.task
+    valid = [r for r in records if r.get("split") == "valid" and ("loss" in r)]
+    if task == "classify":
+        best = max(valid, key=lambda r: r.get("accuracy", 0.0), default=None)
+    else:
+        best = min(valid, key=lambda r: r["loss"], default=None)
+    tests = [r for r in records if r.get("split") in ("test", "test_best")]
+    finished = bool(tests) and step is not None and tests[-1]["step"] == step
+    state = "running" if _is_running(workdir) else "finished" if finished else "stopped"
+    seconds = meta.get("train_seconds")
+    return {"run": str(workdir), "experiment": config.name, "task": task, "step": step,
+            "best_valid": _score(best, task), "test": _score(tests[-1] if tests else None, task),
+            "train_minutes": None if seconds is None else seconds / 60, "state": state}
+
+
+def list_runs(folders) -> list[dict]:
+    """The summaries of every run in or under `folders` (a run is a directory with a config.json)."""
+    found = []
+    for folder in map(pathlib.Path, folders):
+        if not folder.is_dir():
+            raise UserError(f"not a directory: {folder}")
+        found += [folder] if (folder / "config.json").exists() else sorted(
+            p.parent for p in folder.glob("**/config.json") if (p.parent / "checkpoints").exists()
+            or (p.parent / "metrics.jsonl").exists())
+    if not found:
+        raise UserError(f"no runs in {', '.join(map(str, folders))} (a run is a directory with a config.json)")
+    return [run_summary(run) for run in found]
+
+
+def format_runs(summaries: list[dict]) -> str:
+    lines = ["| run | experiment | task | step | best valid | test | train min | state |", "|---|---|---|---|---|---|---|---|"]
+    for s in summaries:
+        minutes = "" if s["train_minutes"] is None else f"{s['train_minutes']:.1f}"
+        step = "" if s["step"] is None else s["step"]
+        lines.append(f"| {s['run']} | {s['experiment']} | {s['task']} | {step} | {s['best_valid']} | {s['test']} | "
+                     f"{minutes} | {s['state']} |")
+    return "\n".join(lines)
+
+
+def export_run(workdir, out, which: str = "latest") -> pathlib.Path:
+    """Write <out>/model.safetensors (checkpoint `which`), config.json and the tokenizer's files."""
+    import shutil
+    from rnnlm.state import EXPORTED, write_exported
+    out = pathlib.Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out} exists and is not an empty directory; nothing was written")
+    run = load_run(workdir, which)
+    names = ["config.json", "tokenizer.json"] + [p.name for p in run.workdir.glob("tokenizer.model")]
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copyfile(run.workdir / name, out / name)
+    write_exported(out / EXPORTED, run.params, run.step)
+    return out / EXPORTED

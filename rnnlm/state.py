@@ -9,6 +9,7 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnnlm import sharding
 from rnnlm.cells import get_cell
@@ -47,8 +48,14 @@ def create_train_state(model, tx, seed: int, mesh) -> TrainState:
     return jax.jit(init, out_shardings=sharding.replicated(mesh))()
 
 
+EXPORTED = "model.safetensors"  # `rnnlm export`: the parameters of one step, beside config.json and tokenizer.json
+
+
 def load_params(workdir, model, which: str = "latest"):
-    """(params, step) of a saved run's checkpoint `which` ("latest", "best" or a step number)."""
+    """(params, step) of a saved run's checkpoint `which` ("latest", "best" or a step number), or of
+    an exported run's model.safetensors (one step: `which` is ignored)."""
+    if (pathlib.Path(workdir) / EXPORTED).exists() and not (pathlib.Path(workdir) / "checkpoints").exists():
+        return read_exported(pathlib.Path(workdir) / EXPORTED, model)
     checkpoints = Checkpoints(workdir, read_only=True)
     try:
         step = checkpoints.resolve(which)
@@ -119,3 +126,37 @@ def check_fits(model, tx, batch_shape) -> None:
         raise UserError(f"the model does not fit: one training step needs at least {_gb(sum(need.values()))} "
                         f"({parts}) but {what} is {_gb(have)}; make model.hidden_size, model.num_layers, "
                         f"the vocabulary or train.batch_size x the sequence length smaller")
+
+
+# --- exported parameters --------------------------------------------------------------------
+
+def _flat_names(tree) -> dict[str, Any]:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(str(getattr(k, "key", k)) for k in path): leaf for path, leaf in flat}
+
+
+def write_exported(path: pathlib.Path, params, step: int) -> None:
+    """The parameter tree as safetensors, one tensor per leaf named by its path ("layer_0/w_x")."""
+    from safetensors.numpy import save_file
+    save_file({name: np.asarray(leaf) for name, leaf in _flat_names(params).items()}, str(path),
+              metadata={"format": "rnnlm", "step": str(step)})
+
+
+def read_exported(path: pathlib.Path, model):
+    """(params, step) from `write_exported`'s file, checked leaf by leaf against the model's shapes."""
+    from safetensors import safe_open
+    shapes = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
+    names = _flat_names(shapes)
+    with safe_open(str(path), framework="numpy") as f:
+        stored, step = set(f.keys()), int((f.metadata() or {}).get("step", 0))
+        if stored != set(names):
+            raise UserError(f"{path} does not hold this model's parameters: "
+                            f"missing {sorted(set(names) - stored)[:3]}, unexpected {sorted(stored - set(names))[:3]}")
+        leaves = []
+        for name, like in names.items():
+            value = f.get_tensor(name)
+            if value.shape != like.shape or value.dtype != like.dtype:
+                raise UserError(f"{path}: {name} is {value.dtype}{list(value.shape)}, the model needs "
+                                f"{like.dtype}{list(like.shape)}")
+            leaves.append(jnp.asarray(value))
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shapes), leaves), step

@@ -20,7 +20,9 @@ evaluation, the checkpoint kept as best, the report) sits behind
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import pathlib
 import time
 
@@ -39,7 +41,7 @@ from rnnlm.preemption import PreemptionWatch
 from rnnlm.state import TrainState, check_fits, create_train_state
 from rnnlm.tasks.base import Context
 from rnnlm.tasks.registry import get_task
-from rnnlm.workdir import MetricLog, check_writable, make_workdir, reconcile_config
+from rnnlm.workdir import MetricLog, WorkdirLock, check_writable, make_workdir, reconcile_config
 
 NO_STEP = np.iinfo(np.int32).max  # "no non-finite step yet"
 INT_METRICS = ("steps", "nonfinite", "first_nonfinite_step")  # the step metrics that are counts
@@ -146,10 +148,15 @@ def train_and_evaluate(config, workdir) -> dict:
 
     Returns the task's results (language model: {"step", "valid", "test", "sample"};
     classifier: {"step", "best_step", "valid", "test"}); {"step", "preempted": True} when a
-    SIGTERM stopped it (a checkpoint of that step is written first).
+    SIGTERM or Ctrl-C stopped it (a checkpoint of that step is written first); a finished run's
+    saved results, without training or evaluating again, when it is rerun unchanged.
     """
+    with contextlib.ExitStack() as held:  # the workdir's lock, from step 2 to the end, however it ends
+        return _train_and_evaluate(config, pathlib.Path(workdir), held)
+
+
+def _train_and_evaluate(config, workdir: pathlib.Path, held: contextlib.ExitStack) -> dict:
     # 1. Set-up and checks: nothing is written until all of them passed.
-    workdir = pathlib.Path(workdir)
     train_config = config.train
     validate(config)
     is_writer = jax.process_index() == 0  # the one process that writes files and prints
@@ -162,11 +169,14 @@ def train_and_evaluate(config, workdir) -> dict:
         reconcile_config(config, workdir, write=False)  # refuse a mismatched run before reading data
     task = get_task(config.task)(config, workdir, mesh)
     steps_per_epoch = task.steps_per_epoch
-    tx = optim.make_optimizer(train_config, train_config.max_steps or train_config.epochs * steps_per_epoch)
+    total_steps = train_config.max_steps or train_config.epochs * steps_per_epoch
+    tx = optim.make_optimizer(train_config, total_steps)
     check_fits(task.model, tx, task.batch_shape)
 
     # 2. The run's files.
     make_workdir(workdir)
+    if is_writer:
+        held.enter_context(WorkdirLock(workdir))
     reconcile_config(config, workdir, write=is_writer)
     if is_writer:
         task.save_files()
@@ -187,8 +197,22 @@ def train_and_evaluate(config, workdir) -> dict:
         position = meta.get("position", meta.get("window", meta.get("batch")))  # older runs: per-task names
         controller = optim.LearningRateController.from_config(train_config, meta["lr"])
         pending = PendingMetrics(meta.get("pending"))
+        finished = _finished_results(workdir, step) if (
+            epoch >= train_config.epochs or stop_reason(config, step, seconds)) else None
+        if jax.process_count() > 1:  # process 0 writes the log: its reading decides for every process
+            complete = multihost_utils.broadcast_one_to_all(np.array(finished is not None))
+            finished = (finished or {"step": step, "complete": True}) if bool(complete) else None
+        if finished is not None:  # rerun unchanged: nothing to train, the results are already logged
+            say(f"{workdir}: the run is complete (step {step}); its results are in metrics.jsonl. Nothing to do "
+                f"(more train.epochs or train.max_steps continue it)")
+            checkpoints.close()
+            log.close()
+            return finished
         log.truncate_after(step)
         say(f"resumed from step {step} (epoch {epoch + 1}, {task.position_name} {position})")
+        notice = optim.horizon_notice(train_config, total_steps, step, state.opt_state)
+        if notice:
+            say(notice)
     else:
         state = task.start(state, log)
     for line in task.describe(sum(x.size for x in jax.tree_util.tree_leaves(state.params))):
@@ -217,7 +241,7 @@ def train_and_evaluate(config, workdir) -> dict:
 
     step = int(state.step)
     stop = stop_reason(config, step, seconds)
-    valid = None
+    valid, valid_step = None, None  # the last validation and the step it scored
     with PreemptionWatch() as preemption:
         while epoch < train_config.epochs and stop is None:
             rate = controller.start_epoch(epoch)
@@ -236,7 +260,7 @@ def train_and_evaluate(config, workdir) -> dict:
                     step, position = step + 1, position + 1
                     bar.update(1)
                     logged = step % train_config.log_every == 0 or position == steps_per_epoch
-                    stop = "preempted (SIGTERM)" if preemption.requested(step) else stop_reason(
+                    stop = preemption.reason if preemption.requested(step) else stop_reason(
                         config, step, seconds + time.perf_counter() - tick, check_clock=logged)
                     due = position < steps_per_epoch and (
                         stop or (train_config.checkpoint_every and step % train_config.checkpoint_every == 0))
@@ -256,7 +280,13 @@ def train_and_evaluate(config, workdir) -> dict:
                         log.write(record)
                         bar.set_postfix(loss=f"{record['loss']:.3f}")
                     if due:  # mid-epoch; epoch ends are saved below with the validation score
-                        save(None if logged else totals)
+                        score = None
+                        if stop and not stop.startswith("preempted"):  # the last parameters may be the best
+                            valid, valid_step = task.evaluate(state.params, "valid"), step
+                            log.write({"step": step, "epoch": epoch + position / steps_per_epoch, "split": "valid",
+                                       **task.epoch_record(valid)})
+                            score = task.selection_score(valid)
+                        save(None if logged else totals, valid_score=score)
                     if stop:
                         break
             if position == steps_per_epoch:
@@ -265,6 +295,7 @@ def train_and_evaluate(config, workdir) -> dict:
                 controller.end_epoch(valid["loss"])
                 log.write({"step": step, "epoch": epoch, "split": "valid", **task.epoch_record(valid)})
                 say(f"epoch {epoch}: {task.describe_epoch(valid)}")
+                valid_step = step
                 save(None, valid_score=task.selection_score(valid))
         # 6. Stop, preemption.
         checkpoints.wait()
@@ -278,11 +309,29 @@ def train_and_evaluate(config, workdir) -> dict:
         best_step = checkpoints.best_step()
         checkpoints.close()
         context = Context(step=step, epoch=epoch, position=position,
-                          valid=valid if valid is not None and position == 0 else None, best_step=best_step,
+                          valid=valid if valid_step == step else None, best_step=best_step,
                           restore_params=functools.partial(_restore_params, workdir, state.params), log=log, say=say)
         results = task.finish(state, context)
         log.close()
         return results
+
+
+def _finished_results(workdir, step: int) -> dict | None:
+    """{"step", "valid", "test", "complete": True} from the log of a run whose final evaluation at `step`
+    was written, else None (it stopped before it: train on, or evaluate, as usual)."""
+    path = workdir / "metrics.jsonl"
+    final = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line torn by a kill
+            continue
+        if record.get("step") == step and record.get("split") in ("valid", "test", "valid_best", "test_best"):
+            final[record["split"].removesuffix("_best")] = record  # a classifier reports its best checkpoint's
+    if "test" not in final:
+        return None
+    strip = lambda record: {k: v for k, v in record.items() if k not in ("step", "epoch", "split")}
+    return {"step": step, "valid": strip(final.get("valid", {})), "test": strip(final["test"]), "complete": True}
 
 
 def _restore_params(workdir, params_like, step: int):

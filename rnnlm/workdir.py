@@ -54,6 +54,38 @@ def make_workdir(workdir: pathlib.Path) -> None:
         raise UserError(f"--workdir {workdir}: cannot create it ({e.strerror})") from None
 
 
+class WorkdirLock:
+    """One training process per workdir: an exclusive `flock` on <workdir>/.lock, held while training.
+
+    The kernel drops the lock when its process ends, however it ends (a SIGKILL too), so a lock is
+    never stale; the file only names the holder's pid for the message.
+    """
+
+    def __init__(self, workdir: pathlib.Path):
+        import fcntl
+        self.path = workdir / ".lock"
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise UserError(f"{workdir} is in use by another rnnlm process (pid {holder}); wait for it to end "
+                            f"or stop it, or use another --workdir") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"{os.getpid()}\n")
+        self.file.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()  # closing the file releases the lock
+        return False
+
+
 def _flatten(tree, prefix=""):
     for key, value in tree.items():
         if isinstance(value, dict):
@@ -85,16 +117,45 @@ def reconcile_config(config, workdir: pathlib.Path, write: bool = True) -> None:
     current = dict(_flatten(config.to_dict()))
     changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
     frozen = [k for k in changed if k.startswith(FROZEN_PREFIXES)]
-    if frozen:
+    if frozen and all(k in DATA_PATHS for k in frozen):
+        _check_same_data(config, workdir, {k: (saved.get(k), current.get(k)) for k in frozen}, announce=write)
+    elif frozen:
         key = frozen[0]
         raise UserError(f"{workdir} holds a run with {key}={saved.get(key)!r}, but the config says "
                         f"{current.get(key)!r}; use another --workdir")
     if not write:
         return
-    for key in changed:
+    for key in (k for k in changed if k not in DATA_PATHS):  # those were announced with their check
         logging.warning("config change on resume: %s: %r -> %r", key, saved.get(key), current.get(key))
     if changed:
         write_atomically(path, config_json(config).encode())
+
+
+# Where the data is, not what it is: a change of these alone is allowed when the data is the same.
+DATA_PATHS = ("data.corpus", "data.data_dir", "data.train_path", "data.valid_path", "data.test_path")
+
+
+def _check_same_data(config, workdir: pathlib.Path, moved: dict, announce: bool) -> None:
+    """Only where the data lies changed (a relative path, a moved folder): resume if the texts there,
+    tokenized by the run's tokenizer, give exactly the token ids the run trained on (its data cache)."""
+    first = next(iter(moved))
+    keep = f"--config.{first}={moved[first][0]}"
+    cache, tokenizer_path = workdir / "data", workdir / "tokenizer.json"
+    if config.task != "lm" or not tokenizer_path.exists() or not all(
+            (cache / f"{s}.npy").exists() for s in text_lib.SPLITS):
+        raise UserError(f"{workdir} holds a run with {first}={moved[first][0]!r}, but the config says "
+                        f"{moved[first][1]!r}, and this run keeps no data cache to compare the two by content; "
+                        f"if it is the same data, resume with {keep}")
+    texts, _ = text_lib.load_corpus_text(config.data)
+    tokenizer = load_tokenizer(tokenizer_path)
+    for split in text_lib.SPLITS:
+        if not np.array_equal(tokenizer.encode(texts[split]), np.load(cache / f"{split}.npy")):
+            raise UserError(f"{workdir} holds a run with {first}={moved[first][0]!r}; the data at "
+                            f"{moved[first][1]!r} differs from it (its {split} split); give the run's data, "
+                            f"e.g. {keep}, or use another --workdir for this data")
+    for key, (old, new) in moved.items() if announce else ():
+        logging.warning("data path change on resume: %s: %r -> %r (the same data: its token ids match the "
+                        "run's)", key, old, new)
 
 
 def load_data(config, workdir: pathlib.Path):
@@ -196,6 +257,8 @@ def existing_run(workdir) -> pathlib.Path:
     """The workdir of a finished or running training, or a UserError saying what is missing."""
     workdir = pathlib.Path(workdir)
     for name in ("config.json", "tokenizer.json", "checkpoints"):
+        if name == "checkpoints" and (workdir / "model.safetensors").exists():
+            continue  # an exported run (`rnnlm export`)
         if not (workdir / name).exists():
             raise UserError(f"{workdir} is not a training run: {name} is missing")
     return workdir

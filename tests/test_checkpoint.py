@@ -129,6 +129,20 @@ def test_a_failed_asynchronous_write_names_its_own_step(tmp_path, corpus, monkey
                                 "RESOURCE_EXHAUSTED: ...: Failed to write 7 bytes to file 7: No space left on device")
 
 
+def test_a_run_stopped_mid_epoch_offers_its_final_validation_as_the_best_and_a_rerun_is_a_no_op(tmp_path, corpus):
+    config = tiny_config(corpus, max_steps=12, checkpoint_every=0)  # an epoch has ~230 steps: none ends
+    results = train_lib.train_and_evaluate(config, tmp_path / "run")
+    reader = Checkpoints(tmp_path / "run", read_only=True)
+    assert reader.best_step() == 12 == results["step"]  # `--checkpoint best` is the final state, validated
+    reader.close()
+    records = history(tmp_path / "run")
+    assert [r["step"] for r in records if r["split"] == "valid"] == [12]
+    assert results["valid"]["loss"] == next(r["loss"] for r in records if r["split"] == "valid")
+    again = train_lib.train_and_evaluate(config, tmp_path / "run")
+    assert again["complete"] and again["test"] == {k: v for k, v in results["test"].items()}
+    assert history(tmp_path / "run") == records  # nothing appended
+
+
 def test_old_checkpoints_are_pruned_and_the_best_kept(tmp_path, corpus):
     config = tiny_config(corpus, max_steps=0, epochs=3, checkpoint_every=7, keep_checkpoints=2)
     train_lib.train_and_evaluate(config, tmp_path / "run")

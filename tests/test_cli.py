@@ -138,6 +138,18 @@ def test_help_shows_the_config_interface_and_every_option_says_what_it_does(caps
     assert undocumented == []
 
 
+def test_a_workdir_another_process_trains_in_is_refused(files, capsys):
+    from rnnlm.workdir import WorkdirLock
+    before = digest(files / "run")
+    with WorkdirLock(files / "run"):  # as a training process holds it
+        capsys.readouterr()
+        assert cli.main([a.replace("{root}", str(files)) for a in TRAIN] + ["--config.train.max_steps=4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is in use by another rnnlm process" in err and "\n" not in err
+    assert {k: v for k, v in digest(files / "run").items() if k != ".lock"} == {
+        k: v for k, v in before.items() if k != ".lock"}
+
+
 @pytest.mark.slow
 def test_real_process_exit_status(files):
     """The same, through the installed entry point in a fresh process (no traceback, status 2)."""

@@ -1,9 +1,11 @@
 """rnnlm/optim.py: the epoch-level learning-rate schedules of the literature, and the non-finite guard."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rnnlm import optim
 from rnnlm.config import base_config
 from rnnlm.optim import LearningRateController, apply_gradients, current_learning_rate, make_optimizer, set_learning_rate
 
@@ -39,3 +41,20 @@ def test_the_injected_rate_is_in_the_state_and_a_nonfinite_step_changes_nothing(
     kept, kept_state, _, finite = apply_gradients(tx, {"w": jnp.full(3, jnp.nan)}, state, params, jnp.float32(1.0), True)
     assert not bool(finite)
     np.testing.assert_array_equal(kept["w"], params["w"])
+
+
+def test_a_changed_cosine_horizon_on_resume_is_said_plainly():
+    config = base_config().train
+    config.update(optimizer="sgd", lr_schedule="cosine", learning_rate=1.0, warmup_steps=5)
+    tx = optim.make_optimizer(config, total_steps=100)
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    step = jax.jit(lambda state: tx.update({"w": jnp.ones(3)}, state, params)[1])
+    for _ in range(60):
+        state = step(state)
+    assert optim.horizon_notice(config, 100, 60, state) is None  # the same horizon: nothing to say
+    notice = optim.horizon_notice(config, 200, 60, state)
+    later = float(optim.step_schedule(config, 200)(60))
+    assert notice.startswith("learning rate: the cosine schedule now spans 200 steps") and f"{later:.3g}" in notice
+    config.lr_schedule = "constant"
+    assert optim.horizon_notice(config, 200, 60, tx.init(params)) is None

@@ -139,3 +139,61 @@ def test_an_old_classifier_workdir_resumes_and_predicts(tmp_path, capsys):
     assert results["step"] == 3 and "resumed from step 1 (epoch 1, batch 1)" in capsys.readouterr().out
     run = rnnlm.load_run(workdir, "best")
     assert run.task == "classify" and len(run.predict(["a good film"])) == 1
+
+
+def _fake_run(root, name, task, records, step, seconds):
+    run = root / name
+    (run / "checkpoints" / str(step) / "meta").mkdir(parents=True)
+    (run / "checkpoints" / str(step) / "meta" / "metadata").write_text(json.dumps({"train_seconds": seconds}))
+    (run / "checkpoints" / f"{step + 5}.orbax-checkpoint-tmp-1").mkdir()  # a save killed half-way: not a step
+    config = base_config()
+    config.name, config.task = name, task
+    (run / "config.json").write_text(config.to_json())
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"torn')
+    return run
+
+
+def test_runs_lists_each_run_with_its_best_validation_test_time_and_state(tmp_path, capsys):
+    from rnnlm.workdir import WorkdirLock
+    lm_records = [{"step": 10, "split": "valid", "loss": 2.0}, {"step": 20, "split": "valid", "loss": 1.5},
+                  {"step": 20, "split": "test", "loss": 1.6}]
+    _fake_run(tmp_path / "sweep", "finished_lm", "lm", lm_records, step=20, seconds=90)
+    _fake_run(tmp_path / "sweep", "stopped_lm", "lm", lm_records[:1], step=15, seconds=30)
+    cls_records = [{"step": 5, "split": "valid", "loss": 0.6, "accuracy": 0.7},
+                   {"step": 10, "split": "valid", "loss": 0.7, "accuracy": 0.8}]
+    running = _fake_run(tmp_path, "running_classifier", "classify", cls_records, step=10, seconds=60)
+    with WorkdirLock(running):
+        assert cli.main(["runs", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2:] == [
+        f"| {tmp_path}/running_classifier | running_classifier | classify | 10 | acc 80.00% |  | 1.0 | running |",
+        f"| {tmp_path}/sweep/finished_lm | finished_lm | lm | 20 | loss 1.5000, ppl 4.48 | loss 1.6000, ppl 4.95 | 1.5 | finished |",
+        f"| {tmp_path}/sweep/stopped_lm | stopped_lm | lm | 15 | loss 2.0000, ppl 7.39 |  | 0.5 | stopped |"]
+    assert rnnlm.runs.run_summary(running)["state"] == "stopped"  # the lock released with its holder
+    assert cli.main(["runs", str(tmp_path / "sweep" / "finished_lm" / "checkpoints")]) == 2
+
+
+@pytest.mark.slow
+def test_an_exported_run_reads_back_with_the_same_parameters_and_text(char_run, tmp_path, capsys):
+    out = tmp_path / "exported"
+    assert cli.main(["export", "--workdir", str(char_run), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    original, exported = rnnlm.load_run(char_run), rnnlm.load_run(out)
+    assert exported.step == original.step
+    for a, b in zip(jax.tree_util.tree_leaves(original.params), jax.tree_util.tree_leaves(exported.params)):
+        np.testing.assert_array_equal(a, b)
+    assert exported.generate("the", length=20, seed=3) == original.generate("the", length=20, seed=3)
+    from safetensors.numpy import load_file  # plain tensors by path, for any framework
+    assert load_file(str(out / "model.safetensors"))["layer_0/w_x"].shape == original.params["layer_0"]["w_x"].shape
+    capsys.readouterr()
+    assert cli.main(["export", "--workdir", str(char_run), "--out", str(out)]) == 2  # never over an export
+    assert "exists and is not an empty directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compare_prints_one_table_and_overlays_the_curves(char_run, tmp_path, capsys):
+    from conftest import assert_png
+    assert cli.main(["compare", str(char_run), str(char_run), "--out", str(tmp_path / "c.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| run | experiment |") and sum(str(char_run) in line for line in lines) == 2
+    assert_png(tmp_path / "c.png")

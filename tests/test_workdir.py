@@ -82,3 +82,48 @@ def test_files_written_atomically_get_the_mode_open_would_give(tmp_path):
     os.umask(umask)
     assert (tmp_path / "config.json").stat().st_mode & 0o777 == 0o666 & ~umask  # not the temp file's 0600
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_the_same_data_by_another_path_resumes_and_other_data_is_refused(tmp_path, monkeypatch):
+    from rnnlm.workdir import load_data, save_data
+    text = "".join(f"line {i} of the little book.\n" for i in range(200))
+    (tmp_path / "books").mkdir()
+    (tmp_path / "books" / "book.txt").write_text(text)
+    config = base_config()
+    config.data.corpus, config.data.tokenizer = str(tmp_path / "books" / "book.txt"), "char"
+    run = tmp_path / "run"
+    tokenizer, ids, _ = load_data(config, run)
+    run.mkdir()
+    reconcile_config(config, run)
+    save_data(run, tokenizer, ids)
+    monkeypatch.chdir(tmp_path)
+    relative = base_config()
+    relative.data.corpus, relative.data.tokenizer = "books/book.txt", "char"
+    reconcile_config(relative, run)  # the README's relative form: the same data, resumed
+    assert json.loads((run / "config.json").read_text())["data"]["corpus"] == "books/book.txt"
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "books" / "book.txt").rename(tmp_path / "moved" / "book.txt")
+    relative.data.corpus = str(tmp_path / "moved" / "book.txt")
+    reconcile_config(relative, run, write=False)  # a moved folder: the same
+    (tmp_path / "moved" / "book.txt").write_text(text.replace("little", "large"))
+    with pytest.raises(UserError, match=r"differs from it \(its train split\); give the run's data, e\.g\. "
+                                        r"--config\.data\.corpus=books/book\.txt"):
+        reconcile_config(relative, run, write=False)
+
+
+@pytest.mark.slow
+def test_the_workdir_lock_has_one_holder_and_dies_with_it(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    from rnnlm.workdir import WorkdirLock
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from rnnlm.workdir import WorkdirLock; "
+                               f"lock = WorkdirLock(__import__('pathlib').Path({str(tmp_path)!r})); "
+                               "print('held', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(UserError, match=rf"is in use by another rnnlm process \(pid {holder.pid}\)"):
+        WorkdirLock(tmp_path)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    with WorkdirLock(tmp_path):  # nothing stale after a SIGKILL
+        pass

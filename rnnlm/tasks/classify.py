@@ -283,7 +283,7 @@ def build_model(config, workdir):
 
 def load(workdir, config, which: str = "latest") -> ClassifierRun:
     model, tokenizer = build_model(config, workdir)
-    if which == "best":  # stopped before any epoch ended: no scored step
+    if which == "best" and (pathlib.Path(workdir) / "checkpoints").exists():  # no scored step: the latest
         reader = Checkpoints(workdir, read_only=True)
         which = "best" if reader.best_step() is not None else "latest"
         reader.close()
