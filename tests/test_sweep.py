@@ -197,3 +197,16 @@ def test_tiny_sweep_runs_skips_finished_points_and_writes_the_table(tmp_path, ca
     assert cli.main(command + ["--seeds", "1"]) == 0
     assert len(calls) == 1 and capsys.readouterr().out.count("finished earlier, skipped") == 1
     assert cli.main(command + ["--seeds", "one"]) == 2 and "--seeds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("experiment, arg", [("cell_type", "char"), ("cell_type", "ptb_tiny"), ("hidden_size", None),
+                                             ("masking", "tiny"), ("tokenizer", "tiny")])
+def test_every_ablation_lists_its_points(experiment, arg):
+    """get_sweep of the real settings (nothing trains): each point's overrides apply to its config."""
+    from rnnlm.config import EXPERIMENTS_DIR, load_experiment_module
+    path = EXPERIMENTS_DIR / "ablations" / f"{experiment}.py"
+    points = sweep.load_sweep(f"{path}:{arg}" if arg else str(path), load_experiment_module(path).get_config(arg))
+    assert len(points) >= 2
+    config = load_experiment_module(path).get_config(arg)
+    for point in points:
+        sweep.apply_overrides(config, point)

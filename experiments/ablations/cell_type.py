@@ -73,8 +73,8 @@ def get_sweep(arg=None, config=None):
     corpus, tiny = _parse(arg)
     config = config if config is not None else get_config(arg)
     vocab = sweep.vocab_size(config)
-    target = sweep.model_params(config.model, vocab)
-    cells = [{"model.cell": cell, "model.hidden_size": sweep.matched_hidden_size(config.model, vocab, cell, target)}
+    target = sweep.model_params(config, vocab)
+    cells = [{"model.cell": cell, "model.hidden_size": sweep.matched_hidden_size(config, vocab, cell, target)}
              for cell in CELLS]
     seeds = (0,) if tiny else (0, 1, 2) if corpus == "char" else (0, 1)
     return sweep.product(cells, sweep.axis("seed", seeds))
