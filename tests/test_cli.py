@@ -71,9 +71,10 @@ CASES = {
                                "a_file is a file, not a directory"),
     "workdir under a file": (["train", "--config", "experiments/default.py:tiny", "--workdir", "{root}/a_file/run"],
                              "a_file is a file, not a directory"),
-    # /sys refuses new directories even to root (for whom os.access says every directory is writable)
+    # /sys refuses new directories even to root (for whom os.access says every directory is writable):
+    # "cannot create it" as root, "is not writable" for other users
     "workdir that cannot be created": (["train", "--config", "experiments/default.py:tiny", "--workdir",
-                                        "/sys/rnnlm_test_run"], "cannot create it"),
+                                        "/sys/rnnlm_test_run"], "--workdir /sys/rnnlm_test_run: "),
     "split that is not numbers": (FRESH + ["--config.data.split=abc"], "got 'abc'"),
     "zero hidden size": (TRAIN + ["--config.model.hidden_size=0"], "model.hidden_size must be positive"),
     "negative bptt": (TRAIN + ["--config.train.bptt=-5"], "train.bptt must be positive"),
