@@ -30,7 +30,7 @@ import pathlib
 from rnnlm.config import load_config
 from rnnlm.errors import UserError
 from rnnlm.tasks.registry import task_module
-from rnnlm.workdir import existing_run
+from rnnlm.workdir import existing_run, logged_records
 
 
 def load_run(workdir, which: str = "latest"):
@@ -38,17 +38,6 @@ def load_run(workdir, which: str = "latest"):
     workdir = existing_run(workdir)
     config = load_config(workdir / "config.json")
     return task_module(config.task).load(workdir, config, which)
-
-
-def _records(workdir: pathlib.Path) -> list[dict]:
-    path = workdir / "metrics.jsonl"
-    records = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line torn by a kill
-            continue
-    return records
 
 
 def _latest_checkpoint(workdir: pathlib.Path) -> tuple[int | None, dict]:
@@ -86,7 +75,7 @@ def run_summary(workdir) -> dict:
     """One run's line of `rnnlm runs`, from its config, metric log and latest checkpoint's metadata."""
     workdir = pathlib.Path(workdir)
     config = load_config(workdir / "config.json")
-    records = _records(workdir)
+    records = logged_records(workdir)
     step, meta = _latest_checkpoint(workdir)
     task = config.task
     valid = [r for r in records if r.get("split") == "valid" and ("loss" in r)]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import pathlib
 import time
 
@@ -41,7 +40,7 @@ from rnnlm.preemption import PreemptionWatch
 from rnnlm.state import TrainState, check_fits, create_train_state
 from rnnlm.tasks.base import Context
 from rnnlm.tasks.registry import get_task
-from rnnlm.workdir import MetricLog, WorkdirLock, check_writable, make_workdir, reconcile_config
+from rnnlm.workdir import MetricLog, WorkdirLock, check_writable, logged_records, make_workdir, reconcile_config
 
 NO_STEP = np.iinfo(np.int32).max  # "no non-finite step yet"
 INT_METRICS = ("steps", "nonfinite", "first_nonfinite_step")  # the step metrics that are counts
@@ -319,13 +318,8 @@ def _train_and_evaluate(config, workdir: pathlib.Path, held: contextlib.ExitStac
 def _finished_results(workdir, step: int) -> dict | None:
     """{"step", "valid", "test", "complete": True} from the log of a run whose final evaluation at `step`
     was written, else None (it stopped before it: train on, or evaluate, as usual)."""
-    path = workdir / "metrics.jsonl"
     final = {}
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line torn by a kill
-            continue
+    for record in logged_records(workdir):
         if record.get("step") == step and record.get("split") in ("valid", "test", "valid_best", "test_best"):
             final[record["split"].removesuffix("_best")] = record  # a classifier reports its best checkpoint's
     if "test" not in final:

@@ -236,6 +236,18 @@ class MetricLog:
         self.events.close()
 
 
+def logged_records(workdir) -> list[dict]:
+    """The records of `<workdir>/metrics.jsonl` that parse (a line torn by a kill is skipped); [] if none."""
+    path = pathlib.Path(workdir) / "metrics.jsonl"
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
 def read_metrics(workdir) -> list[dict]:
     """The records of `<workdir>/metrics.jsonl`; a UserError when there are none."""
     path = pathlib.Path(workdir) / "metrics.jsonl"
