@@ -38,6 +38,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.spm_model_type = "bpe"  # sentencepiece: "bpe" | "unigram"
     c.data.spm_model = ""  # sentencepiece: an existing .model file to use instead of training one
     c.data.lines = ()  # classify: inline "LABEL text" lines used as train, valid and test; () = read the corpus
+    c.data.format = "auto"  # classify: "lines" ('LABEL sentence'), "tsv" (header row), "auto" (tsv for *.tsv)
+    c.data.label_column = "label"  # classify, tsv: the header's name of the label column
+    c.data.text_column = "sentence"  # classify, tsv: the header's name of the text column
     c.data.coarse_labels = False  # classify: the label is its part before ':' ("NUM:dist" -> "NUM", TREC coarse)
     c.data.valid_fraction = 0.1  # classify: share of train held out (fixed seed) when the corpus has no valid split
     c.data.num_words = 10000  # classify: ids kept as in Keras Tokenizer(num_words): padding + OOV + top words; 0 = all
@@ -257,6 +260,8 @@ def _validate_task_fields(config) -> None:
     if config.data.spm_vocab_size < 2:
         raise UserError(f"data.spm_vocab_size must be at least 2, got {config.data.spm_vocab_size}")
     choice("data.padding", ("pre", "post"))
+    from rnnlm.data.classification import FORMATS
+    choice("data.format", FORMATS)
     choice("data.truncating", ("pre", "post"))
     choice("model.pooling", ("last", "mean", "max"))
     for field in ("data.num_words", "data.maxlen", "model.num_classes"):

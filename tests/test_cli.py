@@ -34,6 +34,10 @@ def files(tmp_path_factory):
     (root / "cls_train.txt").write_text("0 a good film\n1 a bad film\n")
     (root / "cls_badlabel.txt").write_text("0 good\n7 weird\n")
     (root / "cls_nolabel.txt").write_text("0 good\nlovely\n")
+    (root / "tsv_train.tsv").write_text("label\tsentence\n0\ta good film\n1\ta bad film\n")
+    (root / "tsv_noheader.tsv").write_text("0\ta good film\n1\ta bad film\n")
+    (root / "tsv_notab.tsv").write_text("label\tsentence\n0\tgood\n1 lovely\n")
+    (root / "tsv_badlabel.tsv").write_text("label\tsentence\n0\tgood\n7\tweird\n")
     (root / "bad.model").write_bytes(b"\x00not a SentencePiece model")
     (root / "a_file").write_text("not a directory\n")
     (root / "no_checkpoint").mkdir()
@@ -100,6 +104,13 @@ CASES = {
                                         "cls_badlabel.txt:2: label '7' is not one of the classes seen in train (0, 1)"),
     "line with no label": (CLASSIFY + LABELLED("cls_nolabel.txt", "cls_train.txt", "cls_train.txt"),
                            "cls_nolabel.txt:2: expected 'LABEL sentence', got only 'lovely'"),
+    "TSV without a header": (CLASSIFY + LABELLED("tsv_noheader.tsv", "tsv_train.tsv", "tsv_train.tsv"),
+                             "tsv_noheader.tsv:1: expected a tab-separated header row naming the columns 'label' and 'sentence'"),
+    "TSV row without a tab": (CLASSIFY + LABELLED("tsv_train.tsv", "tsv_notab.tsv", "tsv_train.tsv"),
+                              "tsv_notab.tsv:3: expected 2 tab-separated fields (label, sentence), got 1"),
+    "TSV label outside the known classes": (CLASSIFY + LABELLED("tsv_train.tsv", "tsv_train.tsv", "tsv_badlabel.tsv"),
+                                            "tsv_badlabel.tsv:3: label '7' is not one of the classes seen in train"),
+    "unknown data format": (CLASSIFY + ["--config.data.format=csv"], "unknown data.format 'csv'"),
     "unknown pooling": (CLASSIFY + ["--config.model.pooling=avg"], "unknown model.pooling 'avg'"),
     "not a SentencePiece model": (FRESH + ["--config.data.tokenizer=sentencepiece", "--config.data.spm_model={root}/bad.model"],
                                   "bad.model is not a SentencePiece model"),

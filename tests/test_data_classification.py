@@ -65,6 +65,34 @@ def test_parse_lines_labels_and_bad_lines():
     assert data_lib.sorted_classes(["10", "2", "1", "2"]) == ["1", "2", "10"]
 
 
+def test_parse_tsv_reads_named_columns_and_refuses_bad_rows():
+    text = "id\tsentence\tlabel\r\n7\ta fine film\t1\r\n\r\n8\tdull , dull\t0\r\n"  # CRLF, extra column, any order
+    examples = data_lib.parse_tsv(text, "t.tsv")
+    assert (examples.labels, examples.texts, examples.where, examples.empty_lines) == (
+        ["1", "0"], ["a fine film", "dull , dull"], ["t.tsv:2", "t.tsv:4"], 1)
+    renamed = data_lib.parse_tsv("polarity\tcontent\nNUM:x\thow far ?\n", "t.tsv", "polarity", "content", coarse=True)
+    assert renamed.labels == ["NUM"] and renamed.texts == ["how far ?"]
+    with pytest.raises(UserError, match=r"t.tsv:1: expected a tab-separated header row .* got '1\\ta fine film'"):
+        data_lib.parse_tsv("1\ta fine film\n", "t.tsv")
+    with pytest.raises(UserError, match=r"t.tsv:3: expected 2 tab-separated fields \(label, sentence\), got 1"):
+        data_lib.parse_tsv("label\tsentence\n1\tok\n0 no tab here\n", "t.tsv")
+    with pytest.raises(UserError, match="t.tsv:2: empty 'sentence' field"):
+        data_lib.parse_tsv("label\tsentence\n1\t  \n", "t.tsv")
+    with pytest.raises(UserError, match="holds no labelled row"):
+        data_lib.parse_tsv("label\tsentence\n", "t.tsv")
+
+
+def test_a_folder_of_tsv_files_is_read_by_suffix_and_data_format_overrides(tmp_path):
+    for name, rows in (("train.tsv", "0\tbad\n1\tgood\n"), ("dev.tsv", "1\tgreat\n"), ("test.tsv", "0\tawful\n")):
+        (tmp_path / name).write_text("label\tsentence\n" + rows)
+    config = base_config().data
+    config.corpus = str(tmp_path)
+    examples = data_lib.read_examples(config)
+    assert [examples[s].texts for s in ("train", "valid", "test")] == [["bad", "good"], ["great"], ["awful"]]
+    config.format = "lines"  # the header row is then an example labelled 'label'
+    assert data_lib.read_examples(config)["train"].labels == ["label\tsentence".split()[0], "0", "1"]
+
+
 def test_unknown_labels_and_truncation_are_reported():
     index = WordIndex.fit(["a b c"], ["0", "1"], maxlen=2)
     examples = data_lib.parse_lines("0 a b c\n1 a\n", "v.txt")
@@ -75,11 +103,15 @@ def test_unknown_labels_and_truncation_are_reported():
     config = base_config().data
     with pytest.raises(UserError, match="train has 3 labels .* but model.num_classes=2; the rarest, 'x'"):
         data_lib.fit_word_index(data_lib.parse_lines("0 a\n1 b\n0 c\n1 d\nx oops\n", "t"), config, num_classes=2)
+    with pytest.raises(UserError, match="train has 3 labels .* the rarest, '2', first at t.tsv:4"):
+        data_lib.fit_word_index(data_lib.parse_tsv("label\tsentence\n0\ta\n1\tb\n2\tc\n1\td\n0\te\n", "t.tsv"), config,
+                                num_classes=2)
 
 
 @pytest.mark.parametrize("corpus,sizes,classes", [
     ("sst2", (6920, 872, 1821), ["0", "1"]),
     ("trec", (4907, 545, 500), ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]),  # valid = 10% of train, seed 0
+    ("sst2_phrases", (67349, 872, 1821), ["0", "1"]),  # counts from the data README
 ])
 def test_registered_corpora(corpus, sizes, classes):
     config = base_config().data

@@ -48,3 +48,30 @@ def test_registry_checksums_match_the_shared_copies():
     for corpus in corpora.CORPORA.values():
         paths = corpora.locate(corpus, str(data_dir()), download=False)
         assert set(paths) == {f.split for f in corpus.files}
+
+
+def test_a_crlf_copy_is_accepted_and_stored_with_lf(tmp_path, monkeypatch):
+    """sst2_phrases' train.tsv is CRLF at its URL: the download checks that sha256, stores LF, and a CRLF copy
+    in a data directory is accepted as it is."""
+    lf = b"label\tsentence\n1\tgood\n"
+    crlf = lf.replace(b"\n", b"\r\n")
+    entry = corpora.CorpusFile("train", "train.tsv", "https://example.invalid/train.tsv",
+                               hashlib.sha256(lf).hexdigest(), format="tsv", crlf_sha256=hashlib.sha256(crlf).hexdigest())
+    corpus = corpora.Corpus("fake", "fake", (entry,), tokenizer="word", task="classify")
+    monkeypatch.setenv("RNNLM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(corpora.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(crlf))
+    assert corpora.locate(corpus, str(tmp_path / "empty"))["train"].read_bytes() == lf
+    (tmp_path / "data" / "fake").mkdir(parents=True)
+    (tmp_path / "data" / "fake" / "train.tsv").write_bytes(crlf)
+    assert corpora.locate(corpus, str(tmp_path / "data"), download=False)["train"].read_bytes() == crlf
+    (tmp_path / "data" / "fake" / "train.tsv").write_bytes(crlf + b"0\tbad\r\n")
+    with pytest.raises(UserError, match="checksum mismatch"):
+        corpora.locate(corpus, str(tmp_path / "data"), download=False)
+
+
+def test_sst2_phrases_shares_the_sst2_test_file_and_its_urls_are_pinned():
+    corpus = corpora.CORPORA["sst2_phrases"]
+    test = next(f for f in corpus.files if f.split == "test")
+    assert (test.directory, test.name, test.sha256) == ("sst2", "stsa.binary.test", next(
+        f.sha256 for f in corpora.CORPORA["sst2"].files if f.split == "test"))
+    assert all("/54e22ca58a656750f474ec61ebccaf5ff596de96/" in f.url for f in corpus.files if f.format == "tsv")

@@ -1,9 +1,14 @@
 """Text classification data: "LABEL sentence" lines, a Keras-like word index, pad_sequences, batches.
 
-File format, one example per line: the label, whitespace, the sentence
-(SST-2: `1 a stirring , funny ...`; TREC: `NUM:dist How far is ...`, where
-`data.coarse_labels` keeps the part before ':' — TREC's 6 coarse classes). A
-user's files use the same form. Empty lines are skipped and counted; a line
+File formats (`data.format`):
+  * "lines": one example per line, the label, whitespace, the sentence (SST-2:
+    `1 a stirring , funny ...`; TREC: `NUM:dist How far is ...`, where
+    `data.coarse_labels` keeps the part before ':' — TREC's 6 coarse classes);
+  * "tsv": tab-separated with a header row naming the columns; the label and the
+    sentence are the columns named `data.label_column` and `data.text_column`
+    (GLUE's `label<TAB>sentence`, in either order, other columns ignored);
+  * "auto" (the default): "tsv" for a file named *.tsv, else "lines". A registered
+    corpus says per file which it is. CRLF line endings read as LF. Empty lines are skipped and counted; a line
 with a label but no sentence, or a valid/test label never seen in train, is a
 one-line error naming the file and line, raised before anything is trained.
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import pathlib
 
 import numpy as np
 
@@ -130,6 +136,13 @@ class Examples:
                         [self.where[i] for i in indices])
 
 
+def _coarse(label: str, where: str) -> str:
+    """'NUM:dist' -> 'NUM' (TREC's coarse class)."""
+    if ":" not in label or not label.split(":", 1)[0]:
+        raise UserError(f"{where}: expected a 'COARSE:fine' label, got {label!r}")
+    return label.split(":", 1)[0]
+
+
 def parse_lines(text: str, source: str, coarse: bool = False) -> Examples:
     """'LABEL sentence' lines -> Examples; empty lines counted, a line without a sentence is an error."""
     out = Examples([], [], [])
@@ -140,17 +153,62 @@ def parse_lines(text: str, source: str, coarse: bool = False) -> Examples:
             continue
         if len(parts) < 2:
             raise UserError(f"{source}:{number}: expected 'LABEL sentence', got only {parts[0]!r}")
-        label = parts[0]
-        if coarse:
-            if ":" not in label or not label.split(":", 1)[0]:
-                raise UserError(f"{source}:{number}: expected a 'COARSE:fine' label, got {label!r}")
-            label = label.split(":", 1)[0]
+        label = _coarse(parts[0], f"{source}:{number}") if coarse else parts[0]
         out.labels.append(label)
         out.texts.append(parts[1].strip())
         out.where.append(f"{source}:{number}")
     if not out.labels:
         raise UserError(f"{source} holds no labelled line")
     return out
+
+
+def parse_tsv(text: str, source: str, label_column: str = "label", text_column: str = "sentence",
+              coarse: bool = False) -> Examples:
+    """Tab-separated rows under a header that names `label_column` and `text_column` -> Examples."""
+    lines = text.splitlines()
+    header = lines[0].split("\t") if lines else []
+    missing = [c for c in (label_column, text_column) if c not in header]
+    if missing:
+        raise UserError(f"{source}:1: expected a tab-separated header row naming the columns {label_column!r} and "
+                        f"{text_column!r} (data.label_column, data.text_column), got {lines[0][:60]!r}"
+                        if lines else f"{source} is empty")
+    label_at, text_at = header.index(label_column), header.index(text_column)
+    out = Examples([], [], [])
+    for number, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            out.empty_lines += 1
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            raise UserError(f"{source}:{number}: expected {len(header)} tab-separated fields "
+                            f"({', '.join(header)}), got {len(fields)}: {line[:60]!r}")
+        label, sentence = fields[label_at].strip(), fields[text_at].strip()
+        if not label or not sentence:
+            raise UserError(f"{source}:{number}: empty {label_column if not label else text_column!r} field")
+        out.labels.append(_coarse(label, f"{source}:{number}") if coarse else label)
+        out.texts.append(sentence)
+        out.where.append(f"{source}:{number}")
+    if not out.labels:
+        raise UserError(f"{source} holds no labelled row under its header")
+    return out
+
+
+FORMATS = ("auto", "lines", "tsv")
+
+
+def read_file(path, data_config, entry: corpora.CorpusFile | None = None) -> Examples:
+    """One labelled file: read as a registered corpus's `entry` says, else by `data.format` ("auto": by suffix)."""
+    path = pathlib.Path(path)
+    if entry is not None:
+        file_format, (label_column, text_column) = entry.format, entry.columns
+    else:
+        file_format, label_column, text_column = data_config.format, data_config.label_column, data_config.text_column
+    if file_format == "auto":
+        file_format = "tsv" if path.suffix.lower() == ".tsv" else "lines"
+    text = text_lib.read_text(path)
+    if file_format == "tsv":
+        return parse_tsv(text, str(path), label_column, text_column, data_config.coarse_labels)
+    return parse_lines(text, str(path), data_config.coarse_labels)
 
 
 def sorted_classes(labels) -> list[str]:
@@ -177,19 +235,19 @@ def read_examples(data_config) -> dict[str, Examples]:
         examples = parse_lines("\n".join(data_config.lines), "data.lines", coarse)
         return {split: examples for split in text_lib.SPLITS}  # the seed example: one set for all three
     if source.kind == "files":
-        return {s: parse_lines(text_lib.read_text(p), str(p), coarse) for s, p in source.files.items()}
+        return {s: read_file(p, data_config) for s, p in source.files.items()}
     if source.kind == "registered":
         corpus = source.corpus
         if corpus.task != "classify":
             raise UserError(f"corpus {corpus.name!r} is a language-model corpus; task=classify needs labelled lines")
         paths = corpora.locate(corpus, data_config.data_dir)
-        out = {s: parse_lines(text_lib.read_text(p), str(p), coarse) for s, p in paths.items()}
+        entries = {entry.split: entry for entry in corpus.files}
+        out = {s: read_file(p, data_config, entries[s]) for s, p in paths.items()}
         if "valid" not in out:
             out["train"], out["valid"] = held_out(out["train"], data_config.valid_fraction)
         return out
     if source.kind == "file":  # one file: valid and test are each valid_fraction of it, by a fixed seed
-        rest, test = held_out(parse_lines(text_lib.read_text(source.path), str(source.path), coarse),
-                              data_config.valid_fraction)
+        rest, test = held_out(read_file(source.path, data_config), data_config.valid_fraction)
         train, valid = held_out(rest, data_config.valid_fraction)
         return {"train": train, "valid": valid, "test": test}
     raise UserError(f"corpus {data_config.corpus!r} is not a classification corpus")

