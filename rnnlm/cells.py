@@ -33,6 +33,7 @@ gates)` (and `project` if its inputs are not one affine map), register it in
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
@@ -182,6 +183,95 @@ def gru_seed_core(params, carry, gx, gh):
     return (h,), {"reset_gate": r, "update_gate": z}
 
 
+# --- minGRU and minLSTM (Feng et al. 2024): gates of x_t alone, a linear recurrence ---
+
+def mingru_update(params, carry, gx):
+    """minGRU: every gate reads x_t only, so h_t = a_t * h_{t-1} + b_t is linear in the state.
+
+        z = sigmoid(W_z x_t + b_z),  h~ = W_h x_t + b_h        (gx = [z logits, h~], blocks z, h)
+        h_t = (1 - z) * h_{t-1} + z * h~
+    No recurrent matrix: w_x is [D, 2H] and there is no w_h.
+    """
+    (h,) = carry
+    a, b = mingru_linear(params, gx)
+    return (a * h + b,), {"update_gate": 1.0 - a}
+
+
+def mingru_linear(params, gx):
+    """(a, b) of h_t = a * h_{t-1} + b: a = 1 - z, b = z * h~."""
+    logit, candidate = jnp.split(gx, 2, axis=-1)
+    z = jax.nn.sigmoid(logit)
+    return 1.0 - z, z * candidate
+
+
+def minlstm_update(params, carry, gx):
+    """minLSTM: forget and input gates of x_t alone, normalised to sum to one.
+
+        f = sigmoid(W_f x_t + b_f),  i = sigmoid(W_i x_t + b_i),  h~ = W_h x_t + b_h   (blocks f, i, h)
+        f' = f / (f + i),  i' = i / (f + i)
+        h_t = f' * h_{t-1} + i' * h~
+    """
+    (h,) = carry
+    a, b = minlstm_linear(params, gx)
+    return (a * h + b,), {"forget_gate": a}
+
+
+def minlstm_linear(params, gx):
+    """(a, b) of h_t = a * h_{t-1} + b: a = f', b = i' * h~."""
+    f, i, candidate = jnp.split(gx, 3, axis=-1)
+    f, i = jax.nn.sigmoid(f), jax.nn.sigmoid(i)
+    return f / (f + i), i / (f + i) * candidate
+
+
+# --- Mogrifier LSTM (Melis, Kocisky & Blunsom 2020) ----------------------------
+
+def mogrifier_init_params(key, input_size, hidden_size, init_scale=None, dtype=jnp.float32, *, rounds, rank):
+    """The LSTM's parameters and, per round i = 1..rounds, "q_i" [H, D] (odd i) or "r_i" [D, H] (even i);
+    with rank k > 0 each is a product of "q_i_left" [H, k] @ "q_i_right" [k, D] (or r_i's) instead."""
+    params = lstm_init_params(key, input_size, hidden_size, init_scale, dtype)
+    for i in range(1, rounds + 1):
+        name, (rows, cols) = ("q", (hidden_size, input_size)) if i % 2 else ("r", (input_size, hidden_size))
+        k = jax.random.fold_in(key, 100 + i)
+        if rank:
+            kl, kr = jax.random.split(k)
+            params[f"{name}_{i}_left"] = _uniform(kl, (rows, rank), init_scale or rows ** -0.5, dtype)
+            params[f"{name}_{i}_right"] = _uniform(kr, (rank, cols), init_scale or rank ** -0.5, dtype)
+        else:
+            params[f"{name}_{i}"] = _uniform(k, (rows, cols), init_scale or rows ** -0.5, dtype)
+    return params
+
+
+def _mogrifier_matrix_product(params, name, v):
+    if name in params:
+        return matmul(v, params[name])
+    return matmul(matmul(v, params[name + "_left"]), params[name + "_right"])
+
+
+def mogrify(params, x, h, rounds: int):
+    """The Mogrifier's rounds: for i = 1..rounds, odd i: x <- 2 sigmoid(Q^i h) * x; even i:
+    h <- 2 sigmoid(R^i x) * h. Returns the gated (x, h) the LSTM step then reads."""
+    for i in range(1, rounds + 1):
+        if i % 2:
+            x = 2.0 * jax.nn.sigmoid(_mogrifier_matrix_product(params, f"q_{i}", h)) * x
+        else:
+            h = 2.0 * jax.nn.sigmoid(_mogrifier_matrix_product(params, f"r_{i}", x)) * h
+    return x, h
+
+
+def mogrifier_update(params, carry, x, *, rounds):
+    """One Mogrifier LSTM step: x_t and h_{t-1} gate each other for `rounds` rounds (`mogrify`), then the
+    LSTM step (`lstm_core`) on the gated pair; c_t and h_t are carried as the LSTM's. Its input is x_t
+    itself (`project` is the identity): the input matmul must follow the gating, inside the loop."""
+    c, h = carry
+    x, h_gated = mogrify(params, x, h, rounds)
+    gx = project_inputs(params, x)
+    return lstm_core(params, (c, h), gx, matmul(h_gated, params["w_h"]))
+
+
+def _identity_projection(params, x):
+    return x
+
+
 # --- registry ----------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +288,10 @@ class Cell:
     # step's only recurrent product, and how many leading gate blocks it reads only through gx + gh.
     core: Callable | None = None
     summed_gates: int = 0
+    # Optional, for a linear recurrence h_t = a_t * h_{t-1} + b_t (carry (h,)): (params, gx) -> (a, b).
+    # `rnnlm.recurrence` then solves a sequence with `lax.associative_scan` instead of a loop.
+    linear: Callable | None = None
+    options: tuple = ()  # the (name, value) settings it was built with (`get_cell`)
 
     @property
     def carry_arity(self) -> int:
@@ -221,8 +315,28 @@ def _plain_init(gates):
     return init_params
 
 
+def _input_only_init(gates):
+    """Initialiser for a cell with no recurrent matrix: w_x [D, G*H] and b, U(-1/sqrt(D), 1/sqrt(D))."""
+    def init_params(key, input_size, hidden_size, init_scale=None, dtype=jnp.float32):
+        scale = init_scale if init_scale else input_size ** -0.5
+        kx, kb = jax.random.split(key)
+        return {"w_x": _uniform(kx, (input_size, gates * hidden_size), scale, dtype),
+                "b": _uniform(kb, (gates * hidden_size,), scale, dtype)}
+    return init_params
+
+
 def _with_core(name, gates, carry_names, init_params, core, summed_gates):
     return Cell(name, gates, carry_names, init_params, _update_from_core(core), core=core, summed_gates=summed_gates)
+
+
+def _mogrifier(rounds: int, rank: int) -> Cell:
+    """The Mogrifier of these settings; with 0 rounds it is the LSTM, fast paths included."""
+    options = (("rounds", rounds), ("rank", rank))
+    if rounds == 0:
+        return Cell("mogrifier", 4, ("c", "h"), lstm_init_params, _update_from_core(lstm_core), core=lstm_core,
+                    summed_gates=4, options=options)
+    return Cell("mogrifier", 4, ("c", "h"), functools.partial(mogrifier_init_params, rounds=rounds, rank=rank),
+                functools.partial(mogrifier_update, rounds=rounds), project=_identity_projection, options=options)
 
 
 CELLS = {
@@ -233,13 +347,25 @@ CELLS = {
         _with_core("gru", 3, ("h",), gru_init_params, gru_core, summed_gates=2),
         Cell("gru_cho", 3, ("h",), _plain_init(3), gru_cho_update),
         _with_core("gru_seed", 3, ("h",), _plain_init(3), gru_seed_core, summed_gates=3),
+        Cell("mingru", 2, ("h",), _input_only_init(2), mingru_update, linear=mingru_linear),
+        Cell("minlstm", 3, ("h",), _input_only_init(3), minlstm_update, linear=minlstm_linear),
+        _mogrifier(rounds=5, rank=0),  # the paper's 5 rounds, full rank; `get_cell` builds other settings
     )
 }
 
 
-def get_cell(name: str) -> Cell:
-    try:
-        return CELLS[name]
-    except KeyError:
+@functools.lru_cache(maxsize=None)  # one Cell per setting: a cell is a static argument of jitted functions
+def get_cell(name: str, rounds: int = 5, rank: int = 0) -> Cell:
+    """The cell registered as `name`; for the Mogrifier, `rounds` rounds of gating of rank `rank` (0: full)."""
+    if name not in CELLS:
         from rnnlm.errors import UserError
-        raise UserError(f"unknown cell {name!r}; choose one of {', '.join(CELLS)}") from None
+        raise UserError(f"unknown cell {name!r}; choose one of {', '.join(CELLS)}")
+    if name == "mogrifier":
+        return _mogrifier(rounds, rank)
+    return CELLS[name]
+
+
+def cell_of(model_config) -> Cell:
+    """The cell a `model` config section (or a model module with the same fields) asks for."""
+    return get_cell(model_config.cell, getattr(model_config, "mogrifier_rounds", 5),
+                    getattr(model_config, "mogrifier_rank", 0))

@@ -50,7 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.bucket_by_length = False  # classify: batch sentences of similar length, each padded to its own longest
 
     c.model = ml_collections.ConfigDict()
-    c.model.cell = "lstm"  # rnn | lstm | gru | gru_cho | gru_seed
+    c.model.cell = "lstm"  # rnn | lstm | gru | gru_cho | gru_seed | mingru | minlstm | mogrifier (rnnlm/cells.py)
+    c.model.mogrifier_rounds = 5  # mogrifier: rounds of mutual gating of x and h before each step; 0 = the LSTM
+    c.model.mogrifier_rank = 0  # mogrifier: rank of the gating matrices (Q = Q_l Q_r); 0 = full
     c.model.embed_size = 128  # embedding width
     c.model.hidden_size = 256  # units per recurrent layer
     c.model.num_layers = 2  # stacked recurrent layers
@@ -64,6 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.pooling = "last"  # classify: sequence feature: "last" state | "mean" | "max" over the valid steps
     c.model.embeddings_from = ""  # classify: a word-level LM run whose embedding (and vocabulary) starts the classifier's
     c.model.freeze_embeddings = False  # classify: keep the embedding fixed during training
+    c.model.word_dropout = 0.0  # classify: training replaces each real token by <oov> with this probability
     c.model.use_mask = True  # classify: False feeds padding to the cells like any token (the masking ablation)
 
     # How to compute, never what: a resumed run may change any of these (rnnlm/fast/__init__.py).
@@ -211,6 +214,13 @@ def validate(config) -> None:
     from rnnlm.optim import SCHEDULES
 
     get_cell(config.model.cell)
+    if config.model.cell == "mogrifier":
+        m = config.model
+        if m.mogrifier_rounds < 0:
+            raise UserError(f"model.mogrifier_rounds must not be negative, got {m.mogrifier_rounds}")
+        if not 0 <= m.mogrifier_rank <= min(m.embed_size, m.hidden_size):
+            raise UserError(f"model.mogrifier_rank must be in [0, {min(m.embed_size, m.hidden_size)}] (0 = full rank; "
+                            f"at most the narrower of embed_size and hidden_size), got {m.mogrifier_rank}")
     corpora.resolve(config.data)  # a name or path that names no corpus
     if config.data.tokenizer and config.data.tokenizer not in TOKENIZERS:
         raise UserError(f"unknown data.tokenizer {config.data.tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
@@ -231,7 +241,7 @@ def validate(config) -> None:
         section, key = field.split(".")
         if not config[section][key] > 0:
             raise UserError(f"{field} must be positive, got {config[section][key]}")
-    for field in ("model.dropout", "model.embed_dropout"):
+    for field in ("model.dropout", "model.embed_dropout", "model.word_dropout"):
         section, key = field.split(".")
         if not 0 <= config[section][key] < 1:
             raise UserError(f"{field} must be in [0, 1), got {config[section][key]}")

@@ -17,9 +17,19 @@ import jax
 import jax.numpy as jnp
 
 from rnnlm import cells, fast
-from rnnlm.cells import add_bias, get_cell
+from rnnlm.cells import add_bias, cell_of
 from rnnlm.fast import precision, table, wavefront
 from rnnlm.recurrence import Probe, dropout, initial_carry, run_stack
+
+
+OOV_ID = 1  # the classifier's word index: 0 padding, 1 out-of-vocabulary (rnnlm.data.classification)
+
+
+def drop_words(rng, rate: float, tokens, mask=None):
+    """Word dropout (as in Flax's SST-2 example): each real token's id -> OOV_ID with
+    probability `rate`; padding (mask False, or id 0 without a mask) is left alone."""
+    real = tokens != 0 if mask is None else mask.astype(bool)
+    return jnp.where(jax.random.bernoulli(rng, rate, tokens.shape) & real, OOV_ID, tokens)
 
 
 def _uniform_init(scale):
@@ -40,6 +50,8 @@ class LanguageModel(nn.Module):
     hidden_size: int
     num_layers: int
     cell: str = "lstm"
+    mogrifier_rounds: int = 5  # the Mogrifier's rounds of mutual gating (`rnnlm.cells.mogrify`); 0 = the LSTM
+    mogrifier_rank: int = 0  # their matrices' rank; 0 = full
     dropout: float = 0.0  # on the output of every recurrent layer
     embed_dropout: float = 0.0  # on the embedding output
     tie_weights: bool = False  # softmax weights = embedding matrix (Press & Wolf 2017)
@@ -48,7 +60,7 @@ class LanguageModel(nn.Module):
     speed: fast.Speed = fast.Speed()  # how to compute (fast paths, unrolling), never what
 
     def setup(self):
-        cell = get_cell(self.cell)
+        cell = cell_of(self)
         scale = self.init_scale or None
         self.embedding = self.param("embedding", _uniform_init(self.init_scale or 0.1), (self.vocab_size, self.embed_size))
         sizes = [self.embed_size] + [self.hidden_size] * (self.num_layers - 1)
@@ -71,12 +83,12 @@ class LanguageModel(nn.Module):
         return jnp.zeros((1, 1), jnp.int32), self.initial_carry(1)
 
     def initial_carry(self, batch_size: int):
-        return initial_carry(get_cell(self.cell), self.num_layers, batch_size, self.hidden_size)
+        return initial_carry(cell_of(self), self.num_layers, batch_size, self.hidden_size)
 
     def plan(self, tokens_shape=(0, 0), *, train: bool = False, probe: bool = False) -> fast.Plan:
         """The fast paths a call on tokens of this [B, T] shape takes (`rnnlm.fast.choose`)."""
         batch, steps = tokens_shape
-        return fast.choose(self.speed, get_cell(self.cell), train=train, probe=probe, vocab=self.vocab_size,
+        return fast.choose(self.speed, cell_of(self), train=train, probe=probe, vocab=self.vocab_size,
                            embed=self.embed_size, hidden=self.hidden_size, layers=self.num_layers, steps=steps,
                            tokens=batch * steps, embed_dropout=train and self.embed_dropout > 0,
                            matmul_dtype=self.matmul_dtype)
@@ -89,7 +101,7 @@ class LanguageModel(nn.Module):
         """
         rng = self.make_rng("dropout") if train and (self.dropout or self.embed_dropout) else None
         plan = self.plan(tokens.shape, train=train, probe=probe is not None)
-        cell, matmul = get_cell(self.cell), self._matmul(plan)
+        cell, matmul = cell_of(self), self._matmul(plan)
         layers = [self._cast_matrices(p) for p in self.layers]
         if plan.input_table:
             # The first layer gathers rows of embedding @ w_x + b by id instead of multiplying
@@ -167,16 +179,19 @@ class Classifier(nn.Module):
     hidden_size: int
     num_layers: int
     cell: str = "lstm"
+    mogrifier_rounds: int = 5
+    mogrifier_rank: int = 0
     bidirectional: bool = False
     pooling: str = "last"
     dropout: float = 0.0  # between layers and on the pooled features
     embed_dropout: float = 0.0  # on the embedding output
+    word_dropout: float = 0.0  # a real token's id becomes out-of-vocabulary (`OOV_ID`) with this probability
     init_scale: float = 0.0  # U(-s, s) for every weight; 0 = each part's default
     freeze_embeddings: bool = False  # no gradient reaches the embedding (pretrained vectors kept as they are)
     speed: fast.Speed = fast.Speed()
 
     def setup(self):
-        cell = get_cell(self.cell)
+        cell = cell_of(self)
         scale = self.init_scale or None
         directions = 2 if self.bidirectional else 1
         self.embedding = self.param("embedding", _uniform_init(self.init_scale or 0.1), (self.vocab_size, self.embed_size))
@@ -194,10 +209,12 @@ class Classifier(nn.Module):
 
     def features(self, tokens, mask=None, *, train: bool = False):
         """tokens [B, T] (and mask [B, T]) -> pooled features [B, directions * H]."""
-        cell = get_cell(self.cell)
-        rng = self.make_rng("dropout") if train and (self.dropout or self.embed_dropout) else None
+        cell = cell_of(self)
+        rng = self.make_rng("dropout") if train and (self.dropout or self.embed_dropout or self.word_dropout) else None
         plan = fast.choose(self.speed, cell, train=train)
         table = jax.lax.stop_gradient(self.embedding) if self.freeze_embeddings else self.embedding
+        if rng is not None and self.word_dropout:
+            tokens = drop_words(jax.random.fold_in(rng, self.num_layers + 1), self.word_dropout, tokens, mask)
         xs = jnp.take(table, tokens.T, axis=0)  # [T, B, E]
         mask_t = None if mask is None else mask.T.astype(bool)  # [T, B]
         if rng is not None:
@@ -235,19 +252,22 @@ class Classifier(nn.Module):
 def language_model_from_config(config, vocab_size: int) -> LanguageModel:
     """The language model of a run's config (its `model` and `speed` sections)."""
     m = config.model
-    get_cell(m.cell)  # fail early, with the list of names, on a typo
+    cell_of(m)  # fail early, with the list of names, on a typo
     return LanguageModel(vocab_size=vocab_size, embed_size=m.embed_size, hidden_size=m.hidden_size,
-                         num_layers=m.num_layers, cell=m.cell, dropout=m.dropout, embed_dropout=m.embed_dropout,
+                         num_layers=m.num_layers, cell=m.cell, mogrifier_rounds=m.mogrifier_rounds,
+                         mogrifier_rank=m.mogrifier_rank, dropout=m.dropout, embed_dropout=m.embed_dropout,
                          tie_weights=m.tie_weights, init_scale=m.init_scale, matmul_dtype=m.matmul_dtype,
                          speed=fast.Speed.from_config(config.speed))
 
 
 def classifier_from_config(config, vocab_size: int, num_classes: int) -> Classifier:
     m = config.model
-    get_cell(m.cell)
+    cell_of(m)
     return Classifier(vocab_size=vocab_size, num_classes=num_classes, embed_size=m.embed_size,
-                      hidden_size=m.hidden_size, num_layers=m.num_layers, cell=m.cell, bidirectional=m.bidirectional,
-                      pooling=m.pooling, dropout=m.dropout, embed_dropout=m.embed_dropout, init_scale=m.init_scale,
+                      hidden_size=m.hidden_size, num_layers=m.num_layers, cell=m.cell,
+                      mogrifier_rounds=m.mogrifier_rounds, mogrifier_rank=m.mogrifier_rank, bidirectional=m.bidirectional,
+                      pooling=m.pooling, dropout=m.dropout, embed_dropout=m.embed_dropout, word_dropout=m.word_dropout,
+                      init_scale=m.init_scale,
                       freeze_embeddings=m.freeze_embeddings, speed=fast.Speed.from_config(config.speed))
 
 

@@ -56,8 +56,12 @@ def scan_layer(cell: Cell, params, carry, xs, mask=None, *, reverse=False, unrol
 
 
 def scan_projected(cell: Cell, params, carry, gx, mask=None, *, reverse=False, unroll=1, perturbation=None,
-                   record=False):
-    """`scan_layer` over inputs already projected, gx [T, B, G*H]."""
+                   record=False, parallel=True):
+    """`scan_layer` over inputs already projected, gx [T, B, G*H]. A linear cell (`Cell.linear`) is solved
+    by `scan_linear` over more than one step unless `parallel` is False or its gates are recorded."""
+    if cell.linear is not None and parallel and not record and gx.shape[0] > 1:
+        return scan_linear(cell, params, carry, gx, mask, reverse=reverse, perturbation=perturbation)
+
     def body(old_carry, inputs):
         g, m, delta = inputs
         new_carry, gates = cell.update(params, old_carry, g)
@@ -73,6 +77,36 @@ def scan_projected(cell: Cell, params, carry, gx, mask=None, *, reverse=False, u
         return kept, jax.tree_util.tree_map(lambda v: jnp.where(m, v, jnp.zeros_like(v)), y)
 
     return jax.lax.scan(body, carry, (gx, mask, perturbation), reverse=reverse, unroll=unroll)
+
+
+def _compose(earlier, later):
+    """Two affine maps h -> a h + b, applied in turn: (a2 a1, a2 b1 + b2)."""
+    a1, b1 = earlier
+    a2, b2 = later
+    return a2 * a1, a2 * b1 + b2
+
+
+def scan_linear(cell: Cell, params, carry, gx, mask=None, *, reverse=False, perturbation=None):
+    """A linear cell's layer, h_t = a_t * h_{t-1} + b_t, in O(log T) depth with `lax.associative_scan`.
+
+    The prefix compositions (A_t, B_t) of the steps' affine maps give h_t = A_t * h_0 + B_t for the
+    carried-in h_0, so a window continues its predecessor exactly as the loop does. Everything stays in
+    linear space: composing needs only products and sums (no division, no logarithm), and a product of
+    many a_t in (0, 1) underflows to 0, which is the true weight of a state that far back. A padding step
+    is the identity map (a = 1, b = 0) with output 0; a perturbation adds to b (`Probe`).
+    """
+    (h0,) = carry
+    a, b = cell.linear(params, gx)
+    if perturbation is not None:
+        b = b + perturbation
+    if mask is not None:
+        m = mask[:, :, None]
+        a, b = jnp.where(m, a, jnp.ones_like(a)), jnp.where(m, b, jnp.zeros_like(b))
+    prefix_a, prefix_b = jax.lax.associative_scan(_compose, (a, b), reverse=reverse, axis=0)
+    hs = prefix_a * h0[None] + prefix_b
+    final = hs[0] if reverse else hs[-1]
+    ys = hs if mask is None else jnp.where(mask[:, :, None], hs, jnp.zeros_like(hs))
+    return (final,), ys
 
 
 def dropout(rng, rate: float, x):

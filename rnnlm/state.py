@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnlm import sharding
-from rnnlm.cells import get_cell
+from rnnlm.cells import cell_of
 from rnnlm.checkpoint import Checkpoints
 from rnnlm.errors import UserError
 from rnnlm.models import init_params
@@ -81,7 +81,7 @@ def train_bytes(model, tx, batch_shape) -> dict:
     """
     params = jax.eval_shape(lambda: init_params(model, jax.random.PRNGKey(0)))
     opt_state = jax.eval_shape(tx.init, params)
-    cell = get_cell(model.cell)
+    cell = cell_of(model)
     directions = 2 if getattr(model, "bidirectional", False) else 1
     per_token = model.embed_size + model.num_layers * directions * (
         cell.gates + cell.carry_arity + 1) * model.hidden_size

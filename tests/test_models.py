@@ -10,7 +10,7 @@ from rnnlm import fast
 from rnnlm.cells import CELLS
 from rnnlm.config import base_config
 from rnnlm.data.classification import pad_sequences, padding_mask
-from rnnlm.models import (Classifier, LanguageModel, classifier_from_config, count_params, init_params,
+from rnnlm.models import (OOV_ID, Classifier, LanguageModel, drop_words, classifier_from_config, count_params, init_params,
                           language_model_from_config)
 from test_fast import _equations
 
@@ -169,3 +169,23 @@ def test_classifier_logits_do_not_depend_on_padding(cell, bidirectional, pooling
     # Without the mask, padding is read like any token, and the logits move.
     assert not check_unmasked or not (np.allclose(unmasked[0], alone, rtol=1e-4, atol=1e-5)
                 and np.allclose(unmasked[2], alone, rtol=1e-4, atol=1e-5))
+
+
+def test_word_dropout_replaces_real_tokens_by_oov_only_in_training():
+    """model.word_dropout: a real token becomes <oov> (id 1) with the given probability, padding never does,
+    and the classifier reads the replaced ids in training only."""
+    tokens = jax.random.randint(jax.random.PRNGKey(2), (64, 50), 2, 20)
+    mask = jnp.arange(50)[None, :] < jax.random.randint(jax.random.PRNGKey(3), (64, 1), 1, 51)
+    tokens = jnp.where(mask, tokens, 0)
+    out = drop_words(jax.random.PRNGKey(4), 0.3, tokens, mask)
+    changed = out != tokens
+    assert bool(jnp.all(out[changed] == OOV_ID)) and not bool(jnp.any(changed & ~mask))
+    assert 0.27 < float(changed.sum() / mask.sum()) < 0.33
+    kwargs = dict(vocab_size=20, num_classes=2, embed_size=6, hidden_size=3, num_layers=1, pooling="mean")
+    model = Classifier(word_dropout=0.999, **kwargs)
+    params = init_params(model, jax.random.PRNGKey(0))
+    small, small_mask = jnp.array([[3, 4, 5, 0, 0], [6, 7, 8, 9, 10]]), jnp.array([[1, 1, 1, 0, 0], [1] * 5], bool)
+    dropped = model.apply({"params": params}, small, small_mask, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
+    all_oov = model.apply({"params": params}, jnp.where(small_mask, OOV_ID, 0), small_mask)
+    np.testing.assert_allclose(dropped, all_oov, rtol=1e-6)
+    assert not np.allclose(model.apply({"params": params}, small, small_mask), all_oov, atol=1e-4)

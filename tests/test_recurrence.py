@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rnnlm.cells import CELLS, get_cell
-from rnnlm.recurrence import Probe, dropout, initial_carry, run_stack, scan_layer
+from rnnlm.recurrence import Probe, dropout, initial_carry, run_stack, scan_layer, scan_projected
 from conftest import B, H, T
 from test_cells import random_carry, random_params
 
@@ -135,3 +135,48 @@ def test_a_perturbation_probe_differentiates_with_respect_to_h(inputs):
     assert float(jnp.abs(grads[T - 1] - weights).max()) < 1e-6  # the last step's h is the output itself
     probe_ys = run_stack(cell, [params], (carry,), inputs, probe=Probe(layer=0, perturbation=jnp.ones((T, B, H))))[1]
     assert not np.allclose(probe_ys, scan_layer(cell, params, carry, inputs)[1])  # the probe reaches the stack
+
+
+@pytest.mark.parametrize("name", ["mingru", "minlstm"])
+def test_parallel_scan_of_a_linear_cell_equals_its_loop(name):
+    """`scan_linear` (associative scan over affine maps) against the sequential scan of the same update:
+    two chained windows from a random state, a ragged mask both ways, and the gradients of both."""
+    cell = get_cell(name)
+    params, carry = random_params(name), random_carry(name)
+    xs = jax.random.normal(jax.random.PRNGKey(5), (2 * T + 1, B, params["w_x"].shape[0]))
+    gx = cell.project(params, xs)
+    lengths = np.array([2 * T + 1, 3, 7])
+    valid = np.arange(2 * T + 1)[:, None] < lengths[None, :]
+    for reverse in (False, True):
+        mask = jnp.asarray(valid[::-1] if reverse else valid)
+        for m in (None, mask):
+            windows = [slice(0, T), slice(T, 2 * T + 1)]
+            c_par = c_seq = carry
+            for w in (windows[::-1] if reverse else windows):
+                mw = None if m is None else m[w]
+                c_par, y_par = scan_projected(cell, params, c_par, gx[w], mw, reverse=reverse)
+                c_seq, y_seq = scan_projected(cell, params, c_seq, gx[w], mw, reverse=reverse, parallel=False)
+                np.testing.assert_allclose(y_par, y_seq, rtol=1e-5, atol=1e-6)
+                np.testing.assert_allclose(c_par[0], c_seq[0], rtol=1e-5, atol=1e-6)
+
+    def loss(params, parallel):
+        final, ys = scan_projected(cell, params, carry, cell.project(params, xs), mask, parallel=parallel)
+        return jnp.sum(ys ** 2) + jnp.sum(jnp.sin(final[0]))
+
+    mask = jnp.asarray(valid)
+    g_par, g_seq = jax.grad(loss)(params, True), jax.grad(loss)(params, False)
+    for k in params:
+        np.testing.assert_allclose(g_par[k], g_seq[k], rtol=1e-4, atol=1e-5)
+
+
+def test_parallel_scan_forgets_a_state_whose_weight_underflows():
+    """Many steps with a ~ 1e-3: the prefix product underflows to 0 in float32, h_0's true weight."""
+    cell = get_cell("mingru")
+    params = {"w_x": jnp.zeros((1, 2 * H)), "b": jnp.concatenate([jnp.full((H,), 7.0), jnp.ones(H)])}
+    gx = cell.project(params, jnp.zeros((64, 1, 1)))
+    h0 = (jnp.full((1, H), 1e30),)
+    (final,), ys = scan_projected(cell, params, h0, gx)
+    (want,), want_ys = scan_projected(cell, params, h0, gx, parallel=False)
+    assert np.isfinite(np.asarray(ys)).all()
+    np.testing.assert_allclose(final, want, rtol=1e-5)
+    np.testing.assert_allclose(ys, want_ys, rtol=1e-5)

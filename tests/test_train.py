@@ -252,3 +252,25 @@ def test_the_same_seed_gives_the_same_curve(case, tmp_path):
     runs = [train_lib.train_and_evaluate(case.config(max_steps=10), tmp_path / f"run{i}") for i in range(2)]
     assert history(tmp_path / "run0") == history(tmp_path / "run1")
     assert runs[0]["test"] == runs[1]["test"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", [{"cell": "mingru"}, {"cell": "mogrifier", "mogrifier_rounds": 3, "mogrifier_rank": 2}],
+                         ids=["mingru", "mogrifier"])
+def test_a_new_cell_resumes_bitwise_equal_to_an_uninterrupted_run(tmp_path, cell):
+    """The parallel scan's cell and the Mogrifier's extra matrices: a run stopped at step 10 and resumed
+    to 20 ends with the same parameters and history as one run to 20."""
+    case = TaskCase("lm", tmp_path)
+    (tmp_path / "pigs.txt").write_text(TEXT)
+
+    def config(steps):
+        c = case.config(max_steps=steps)
+        c.model.update(dropout=0.2, **cell)
+        return c
+
+    train_lib.train_and_evaluate(config(20), tmp_path / "straight")
+    train_lib.train_and_evaluate(config(10), tmp_path / "resumed")
+    train_lib.train_and_evaluate(config(20), tmp_path / "resumed")
+    assert history(tmp_path / "resumed", {"train"}) == history(tmp_path / "straight", {"train"})
+    for a, b in zip(params_of(tmp_path / "resumed"), params_of(tmp_path / "straight")):
+        np.testing.assert_array_equal(a, b)
