@@ -13,8 +13,12 @@ matmul before its loop:
 `lax.scan(partial(cell.step, params), carry0, xs)` needs no adapter.
 
 Parameters: {"w_x": [D, G*H], "w_h": [H, G*H], "b": [G*H], ...}, D the input
-size, H the hidden size, G the gate blocks (1 for `rnn`, 4 for `lstm`, 3 for
-the GRUs). Shapes: x [B, D], carry a tuple of [B, H] arrays (`(h,)`, or `(c, h)`
+size, H the hidden size, G the gate blocks (1 for `rnn`, 4 for `lstm` and
+`mogrifier`, 3 for the GRUs and `minlstm`, 2 for `mingru`). `mingru` and
+`minlstm` have no w_h: their gates read x_t alone, their recurrence is linear
+(`Cell.linear`) and `rnnlm.recurrence.scan_linear` solves it in parallel over
+time. The Mogrifier adds its gating matrices q_i / r_i (`mogrifier_init_params`).
+Every cell's equations, parameter count and cost: docs/cells.md. Shapes: x [B, D], carry a tuple of [B, H] arrays (`(h,)`, or `(c, h)`
 for the LSTM: h is always last), y = h [B, H]. Gate blocks are ordered as in
 PyTorch (LSTM: i, f, g, o; GRU: r, z, n), so weights from `torch.nn.LSTM`/`GRU`
 map by a transpose.

@@ -53,6 +53,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.cell = "lstm"  # rnn | lstm | gru | gru_cho | gru_seed | mingru | minlstm | mogrifier (rnnlm/cells.py)
     c.model.mogrifier_rounds = 5  # mogrifier: rounds of mutual gating of x and h before each step; 0 = the LSTM
     c.model.mogrifier_rank = 0  # mogrifier: rank of the gating matrices (Q = Q_l Q_r); 0 = full
+    c.model.residual = False  # every layer as wide as its input adds it: y = x + layer(x)
+    c.model.layer_norm = False  # every layer reads its input layer-normalised (pre-norm)
     c.model.embed_size = 128  # embedding width
     c.model.hidden_size = 256  # units per recurrent layer
     c.model.num_layers = 2  # stacked recurrent layers

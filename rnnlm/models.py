@@ -32,6 +32,14 @@ def drop_words(rng, rate: float, tokens, mask=None):
     return jnp.where(jax.random.bernoulli(rng, rate, tokens.shape) & real, OOV_ID, tokens)
 
 
+def _norm_params(module, sizes):
+    """Per-layer layer-norm parameters {"scale": 1, "bias": 0} of each layer's input width, or () without."""
+    if not module.layer_norm:
+        return ()
+    init = lambda key, n: {"scale": jnp.ones((n,)), "bias": jnp.zeros((n,))}
+    return [module.param(f"norm_{d}", init, n) for d, n in enumerate(sizes)]
+
+
 def _uniform_init(scale):
     def init(key, shape, dtype=jnp.float32):
         return jax.random.uniform(key, shape, dtype, -scale, scale)
@@ -52,6 +60,8 @@ class LanguageModel(nn.Module):
     cell: str = "lstm"
     mogrifier_rounds: int = 5  # the Mogrifier's rounds of mutual gating (`rnnlm.cells.mogrify`); 0 = the LSTM
     mogrifier_rank: int = 0  # their matrices' rank; 0 = full
+    residual: bool = False  # a layer as wide as its input adds it: y = x + layer(x)
+    layer_norm: bool = False  # every layer reads its input layer-normalised (`rnnlm.recurrence.layer_norm`)
     dropout: float = 0.0  # on the output of every recurrent layer
     embed_dropout: float = 0.0  # on the embedding output
     tie_weights: bool = False  # softmax weights = embedding matrix (Press & Wolf 2017)
@@ -68,6 +78,7 @@ class LanguageModel(nn.Module):
             self.param(f"layer_{depth}", cell.init_params, in_size, self.hidden_size, scale)
             for depth, in_size in enumerate(sizes)
         ]
+        self.norms = _norm_params(self, sizes)
         out_size = self.hidden_size
         if self.tie_weights and self.hidden_size != self.embed_size:
             # Tying needs features of the embedding's width; a linear map bridges H -> E.
@@ -91,7 +102,8 @@ class LanguageModel(nn.Module):
         return fast.choose(self.speed, cell_of(self), train=train, probe=probe, vocab=self.vocab_size,
                            embed=self.embed_size, hidden=self.hidden_size, layers=self.num_layers, steps=steps,
                            tokens=batch * steps, embed_dropout=train and self.embed_dropout > 0,
-                           matmul_dtype=self.matmul_dtype)
+                           matmul_dtype=self.matmul_dtype, between_layers=self.residual or self.layer_norm,
+                           normed_inputs=self.layer_norm)
 
     def features(self, tokens, carry, *, train: bool = False, probe: Probe | None = None):
         """tokens [B, T] -> (features [B, T, F], carry): everything before the decoder matmul.
@@ -120,7 +132,7 @@ class LanguageModel(nn.Module):
             carry, ys = wavefront.run_wavefront(cell, layers, carry, xs, unroll=unroll)
         else:
             out = run_stack(cell, layers, carry, xs, dropout_rate=self.dropout, rng=rng, unroll=unroll, probe=probe,
-                            scan=fast.layer_scan(plan))
+                            scan=fast.layer_scan(plan), norms=self.norms, residual=self.residual)
             carry, ys = out[:2]
             recorded = out[2] if len(out) > 2 else None
         if rng is not None:
@@ -181,6 +193,8 @@ class Classifier(nn.Module):
     cell: str = "lstm"
     mogrifier_rounds: int = 5
     mogrifier_rank: int = 0
+    residual: bool = False  # as the language model's
+    layer_norm: bool = False
     bidirectional: bool = False
     pooling: str = "last"
     dropout: float = 0.0  # between layers and on the pooled features
@@ -200,6 +214,7 @@ class Classifier(nn.Module):
         if self.bidirectional:
             self.backward_layers = [self.param(f"backward_layer_{d}", cell.init_params, n, self.hidden_size, scale)
                                     for d, n in enumerate(sizes)]
+        self.norms = _norm_params(self, sizes)  # one per layer, shared by both directions (they read one input)
         features = directions * self.hidden_size
         self.dense = self.param("dense", _uniform_init(self.init_scale or features ** -0.5), (features, self.num_classes))
         self.dense_bias = self.param("dense_bias", nn.initializers.zeros, (self.num_classes,))
@@ -223,7 +238,8 @@ class Classifier(nn.Module):
         backward = (self.backward_layers, zeros) if self.bidirectional else ((), ())
         carries, ys = run_stack(cell, self.layers, zeros, xs, mask_t, reverse_layers=backward[0],
                                 reverse_carries=backward[1], dropout_rate=self.dropout, rng=rng,
-                                unroll=self.speed.unroll if train else self.speed.eval_unroll, scan=fast.layer_scan(plan))
+                                unroll=self.speed.unroll if train else self.speed.eval_unroll, scan=fast.layer_scan(plan),
+                                norms=self.norms, residual=self.residual)
         tops = [carries[0][-1], carries[1][-1]] if self.bidirectional else [carries[-1]]
         pooled = self._pool(ys, jnp.concatenate([top[-1] for top in tops], axis=-1), mask_t)  # h: a carry's last part
         if rng is not None:
@@ -255,7 +271,8 @@ def language_model_from_config(config, vocab_size: int) -> LanguageModel:
     cell_of(m)  # fail early, with the list of names, on a typo
     return LanguageModel(vocab_size=vocab_size, embed_size=m.embed_size, hidden_size=m.hidden_size,
                          num_layers=m.num_layers, cell=m.cell, mogrifier_rounds=m.mogrifier_rounds,
-                         mogrifier_rank=m.mogrifier_rank, dropout=m.dropout, embed_dropout=m.embed_dropout,
+                         mogrifier_rank=m.mogrifier_rank, residual=m.residual, layer_norm=m.layer_norm,
+                         dropout=m.dropout, embed_dropout=m.embed_dropout,
                          tie_weights=m.tie_weights, init_scale=m.init_scale, matmul_dtype=m.matmul_dtype,
                          speed=fast.Speed.from_config(config.speed))
 
@@ -265,7 +282,8 @@ def classifier_from_config(config, vocab_size: int, num_classes: int) -> Classif
     cell_of(m)
     return Classifier(vocab_size=vocab_size, num_classes=num_classes, embed_size=m.embed_size,
                       hidden_size=m.hidden_size, num_layers=m.num_layers, cell=m.cell,
-                      mogrifier_rounds=m.mogrifier_rounds, mogrifier_rank=m.mogrifier_rank, bidirectional=m.bidirectional,
+                      mogrifier_rounds=m.mogrifier_rounds, mogrifier_rank=m.mogrifier_rank, residual=m.residual,
+                      layer_norm=m.layer_norm, bidirectional=m.bidirectional,
                       pooling=m.pooling, dropout=m.dropout, embed_dropout=m.embed_dropout, word_dropout=m.word_dropout,
                       init_scale=m.init_scale,
                       freeze_embeddings=m.freeze_embeddings, speed=fast.Speed.from_config(config.speed))

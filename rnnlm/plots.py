@@ -153,6 +153,31 @@ def success_plot(rates: dict, distances: list[int], out, title: str, chance: flo
     return save_figure(fig, out)
 
 
+def step_time_plot(rows: list[dict], out, title: str) -> pathlib.Path:
+    """Microseconds per token against the window length T, one line per cell and implementation:
+    solid = a train step, dashed = evaluation. rows: benchmark results of one shape at several T."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    lines: dict[tuple, list] = {}
+    for row in rows:
+        lines.setdefault((row["cell"], row["impl"], row["shape"]["hidden"]), []).append(row)
+    for i, ((cell, impl, hidden), points) in enumerate(sorted(lines.items())):
+        points.sort(key=lambda r: r["shape"]["seq_len"])
+        lengths = [r["shape"]["seq_len"] for r in points]
+        for ax, key in zip(axes, ("train_tokens_per_s", "eval_tokens_per_s")):
+            ax.plot(lengths, [1e6 / r[key]["median"] for r in points], marker="o", color=f"C{i % 10}",
+                    ls="-" if impl == "rnnlm" else "--", label=f"{cell} H={hidden} ({impl})")
+    for ax, what in zip(axes, ("train step", "evaluation")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("window length T (tokens per step kept: B x T fixed)")
+        ax.set_ylabel(f"µs per token, {what} (median)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize="small")
+    fig.suptitle(title)
+    return save_figure(fig, out)
+
+
 def save_figure(fig, out) -> pathlib.Path:
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

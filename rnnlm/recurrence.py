@@ -17,7 +17,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rnnlm.cells import Cell
+from rnnlm.cells import Cell, add_bias
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +117,16 @@ def dropout(rng, rate: float, x):
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
+def layer_norm(params, x, eps: float = 1e-5):
+    """(x - mean) / sqrt(var + eps) * scale + bias over the last axis (Ba et al. 2016); params {"scale", "bias"}."""
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return add_bias((x - mean) * jax.lax.rsqrt(var + eps) * params["scale"].reshape((1,) * (x.ndim - 1) + (-1,)),
+                    params["bias"])
+
+
 def run_stack(cell: Cell, layers, carries, xs, mask=None, *, reverse_layers=(), reverse_carries=(), dropout_rate=0.0,
-              rng=None, unroll=1, probe: Probe | None = None, scan=scan_layer):
+              rng=None, unroll=1, probe: Probe | None = None, scan=scan_layer, norms=(), residual=False):
     """Stacked layers, dropout on the input of every layer above the first (Zaremba et al. 2014).
 
     Args:
@@ -128,6 +136,9 @@ def run_stack(cell: Cell, layers, carries, xs, mask=None, *, reverse_layers=(), 
         concatenated [forward, backward], as PyTorch's `bidirectional=True`.
       probe: a study's hook into the forward layers (`Probe`).
       scan: the layer scan, `scan_layer` or a fast path's drop-in (`rnnlm.fast.bptt.scan_layer`).
+      norms: per layer {"scale", "bias"}: the layer reads `layer_norm` of its input (pre-norm).
+      residual: a layer whose output is as wide as its input adds its input (on real steps: padding
+        outputs stay zero), y = x + layer(x), as the minGRU paper's language model.
     Returns:
       (final carries, ys [T, B, H] of the top layer, or [T, B, 2H] bidirectional); with reverse layers the
       first item is (forward carries, backward carries); with a recording probe a third item lists
@@ -140,16 +151,19 @@ def run_stack(cell: Cell, layers, carries, xs, mask=None, *, reverse_layers=(), 
         hooks = {}
         if probe is not None:
             hooks = {"record": probe.record, "perturbation": probe.perturbation if probe.layer == depth else None}
-        carry, ys = scan(cell, params, carry, xs, mask, unroll=unroll, **hooks)
+        inputs = layer_norm(norms[depth], xs) if norms else xs
+        carry, ys = scan(cell, params, carry, inputs, mask, unroll=unroll, **hooks)
         if hooks.get("record"):
             recorded.append(ys)
             ys = ys["h"]
         finals.append(carry)
         if reverse_layers:
-            carry, reverse_ys = scan(cell, reverse_layers[depth], reverse_carries[depth], xs, mask, reverse=True,
+            carry, reverse_ys = scan(cell, reverse_layers[depth], reverse_carries[depth], inputs, mask, reverse=True,
                                      unroll=unroll)
             reverse_finals.append(carry)
             ys = jnp.concatenate([ys, reverse_ys], axis=-1)
+        if residual and ys.shape[-1] == xs.shape[-1]:
+            ys = ys + (xs if mask is None else jnp.where(mask[:, :, None], xs, jnp.zeros_like(xs)))
         xs = ys
     carries = (tuple(finals), tuple(reverse_finals)) if reverse_layers else tuple(finals)
     return (carries, xs, recorded) if probe is not None and probe.record else (carries, xs)

@@ -1,5 +1,6 @@
 """rnnlm/bench/: the side-by-side benchmark runs end to end on tiny shapes. Not a timed test: no speed is asserted."""
 
+import dataclasses
 import json
 import types
 
@@ -141,3 +142,36 @@ def test_paired_ratios_and_targets_against_the_probe():
     report.add_ratios(doc["results"], ["train_tokens_per_s", "eval_tokens_per_s"])
     doc["targets"] = report.target_rows(doc)
     assert report.target_table(doc).splitlines()[-1].endswith("| ×1.33 | out of reach |")
+
+
+@pytest.mark.parametrize("cell", sorted(shapes.GATES))
+def test_param_count_is_the_models_and_equal_params_matches_the_lstm(cell):
+    """The analytic count against the parameters rnnlm's model really has, at a shape and at its equal-parameter
+    width; the latter within one unit's worth of the LSTM's count."""
+    from rnnlm.models import count_params
+    shape = shapes.get_shape("char", True)
+    matched = shapes.equal_params(shape, cell)
+    for s in (shape, matched):
+        assert shapes.param_count(s, cell) == count_params(rnnlm_impl.make_model(s, cell))
+    one_unit = shapes.param_count(dataclasses.replace(matched, hidden=matched.hidden + 1), cell) - shapes.param_count(matched, cell)
+    assert abs(shapes.param_count(matched, cell) - shapes.param_count(shape, "lstm")) <= one_unit
+    assert (matched.hidden > shape.hidden) == (cell in ("gru", "mingru", "minlstm"))
+
+
+@pytest.mark.slow
+def test_a_cell_only_rnnlm_has_is_benchmarked_alone_at_equal_parameters(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert run.main(["--tiny", "--configs", "char_t512", "--cells", "mingru", "--impls", _impls(), "--equal-params",
+                     "--reps", "1", "--steps", "1", "--sample-length", "2", "--sample-batches", "1", "--no-memory",
+                     "--torch-threads", "1", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["results"]
+    assert (row["impl"], row["cell"]) == ("rnnlm", "mingru")
+    assert row["shape"]["hidden"] == shapes.equal_params(shapes.get_shape("char_t512", True), "mingru").hidden
+    assert f"| char_t512 | mingru H={row['shape']['hidden']} | rnnlm |" in capsys.readouterr().out
+    assert run.main(["--report", str(out), "--figure", str(tmp_path / "t.png")]) == 0
+    assert (tmp_path / "t.png").stat().st_size > 1000
+    doc = json.loads(out.read_text())
+    doc["results"][0]["config"] = "char"
+    out.write_text(json.dumps(doc))
+    with pytest.raises(UserError, match="has no char_t<T> rows to plot"):
+        run.main(["--report", str(out), "--figure", str(tmp_path / "u.png")])

@@ -189,3 +189,35 @@ def test_word_dropout_replaces_real_tokens_by_oov_only_in_training():
     all_oov = model.apply({"params": params}, jnp.where(small_mask, OOV_ID, 0), small_mask)
     np.testing.assert_allclose(dropped, all_oov, rtol=1e-6)
     assert not np.allclose(model.apply({"params": params}, small, small_mask), all_oov, atol=1e-4)
+
+
+def test_residual_and_layer_norm_keep_the_fast_paths_equal_and_the_classifier_blind_to_padding():
+    """model.residual and model.layer_norm: the language model's fast paths (bptt; the table and the
+    wavefront turned off by the rules) equal its reference, and a masked bi-classifier's logits do not move
+    with padding."""
+    model = LanguageModel(vocab_size=5, embed_size=6, hidden_size=6, num_layers=2, cell="gru", residual=True,
+                          layer_norm=True)
+    tokens = jax.random.randint(jax.random.PRNGKey(3), (4, 7), 0, 5)
+    plan = model.plan(tokens.shape)
+    assert plan.bptt and not plan.input_table and not plan.wavefront
+    assert LanguageModel(vocab_size=5, embed_size=6, hidden_size=6, num_layers=2, cell="gru",
+                         residual=True).plan(tokens.shape).input_table  # a residual alone keeps the table
+    params = init_params(model, jax.random.PRNGKey(0))
+    params["norm_1"] = {"scale": jnp.linspace(0.5, 2.0, 6), "bias": jnp.linspace(-1.0, 1.0, 6)}
+    carry = model.initial_carry(4)
+    fast_logits = model.apply({"params": params}, tokens, carry)[0]
+    ref_logits = model.clone(speed=fast.Speed(reference=True)).apply({"params": params}, tokens, carry)[0]
+    np.testing.assert_allclose(fast_logits, ref_logits, rtol=1e-5, atol=1e-5)
+    plain = {k: v for k, v in params.items() if not k.startswith("norm")}
+    assert not np.allclose(LanguageModel(vocab_size=5, embed_size=6, hidden_size=6, num_layers=2, cell="gru").apply(
+        {"params": plain}, tokens, carry)[0], fast_logits, atol=1e-3)
+
+    classifier = Classifier(vocab_size=20, num_classes=3, embed_size=5, hidden_size=5, num_layers=2, cell="minlstm",
+                            bidirectional=True, pooling="mean", residual=True, layer_norm=True)
+    cparams = init_params(classifier, jax.random.PRNGKey(1))
+    assert cparams["norm_1"]["scale"].shape == (10,)  # the second layer reads both directions
+    sentence = [3, 4, 5, 6]
+    alone = classifier.apply({"params": cparams}, jnp.array([sentence]), jnp.ones((1, 4), bool))
+    padded = classifier.apply({"params": cparams}, jnp.array([[0, 0] + sentence, sentence + [0, 0]]),
+                              jnp.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], bool))
+    np.testing.assert_allclose(padded, jnp.concatenate([alone, alone]), rtol=1e-5, atol=1e-6)

@@ -180,3 +180,25 @@ def test_parallel_scan_forgets_a_state_whose_weight_underflows():
     assert np.isfinite(np.asarray(ys)).all()
     np.testing.assert_allclose(final, want, rtol=1e-5)
     np.testing.assert_allclose(ys, want_ys, rtol=1e-5)
+
+
+def test_a_stack_with_layer_norm_and_residuals_is_its_layers_in_numpy_terms(inputs):
+    """Pre-norm residual layers: layer l reads LN(x_l) (numpy: (x - mean) / sqrt(var + 1e-5) * scale + bias)
+    and adds x_l where widths agree (not the first layer: D != H); padding outputs stay zero."""
+    cell = get_cell("mingru")
+    layers = [random_params("mingru", 1), random_params("mingru", 3, input_size=H)]
+    norms = [{"scale": jnp.linspace(0.5, 1.5, n), "bias": jnp.linspace(-0.2, 0.2, n)} for n in (inputs.shape[-1], H)]
+    carries = initial_carry(cell, 2, B, H)
+    mask = jnp.asarray(np.arange(T)[:, None] < np.array([T, 2, 4])[None, :])
+    _, ys = run_stack(cell, layers, carries, inputs, mask, norms=norms, residual=True)
+
+    def ln(x, p):
+        x = np.asarray(x, np.float64)
+        mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        return (x - mean) / np.sqrt(var + 1e-5) * np.asarray(p["scale"]) + np.asarray(p["bias"])
+
+    _, first = scan_layer(cell, layers[0], carries[0], jnp.asarray(ln(inputs, norms[0]), jnp.float32), mask)
+    _, second = scan_layer(cell, layers[1], carries[1], jnp.asarray(ln(first, norms[1]), jnp.float32), mask)
+    want = np.asarray(second) + np.where(np.asarray(mask)[:, :, None], np.asarray(first), 0.0)
+    np.testing.assert_allclose(ys, want, rtol=1e-5, atol=1e-5)
+    assert (np.asarray(ys)[~np.asarray(mask)] == 0).all()

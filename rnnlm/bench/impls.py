@@ -12,6 +12,14 @@ IMPLEMENTATIONS = {
 }
 
 
+# The cells each implementation has; rnnlm benchmarks every cell of `rnnlm.bench.shapes.GATES`.
+CELLS = {"torch": ("lstm", "gru"), "flax": ("lstm", "gru")}
+
+
+def supports(name: str, cell: str) -> bool:
+    return cell in CELLS.get(name, (cell,))
+
+
 def available(name: str) -> bool:
     """torch is optional: it is benchmarked only where `import torch` would work."""
     if name not in IMPLEMENTATIONS:

@@ -136,7 +136,8 @@ def main_table(doc: dict) -> str:
         peak = row.get("train_fraction_of_peak")
         gflops = f"{number(row['train_gflops'])} ({100 * peak:.0f}%)" if peak else number(row["train_gflops"])
         memory = row.get("peak_rss_delta_mb")
-        cells = ([row["config"], row["cell"], row["impl"], _throughput(row, "train_tokens_per_s"),
+        cell = row["cell"] + (f" H={row['shape']['hidden']}" if doc["settings"].get("equal_params") else "")
+        cells = ([row["config"], cell, row["impl"], _throughput(row, "train_tokens_per_s"),
                   _throughput(row, "eval_tokens_per_s")] + [_throughput(row, k) for k in sample_keys]
                  + [number(row["compile_s"]) + _ratio(row, "compile_s"),
                     number(memory) + (_ratio(row, "peak_rss_delta_mb") if memory is not None else ""), gflops])

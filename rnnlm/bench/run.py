@@ -42,8 +42,12 @@ def _ints(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnnlm bench", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", type=_names, default=list(shapes.CONFIGS), help=", ".join(shapes.CONFIGS))
-    parser.add_argument("--cells", type=_names, default=list(shapes.GATES), help="lstm,gru")
+    parser.add_argument("--configs", type=_names, default=list(shapes.DEFAULT_CONFIGS),
+                        help=", ".join(shapes.CONFIGS) + f" (default {','.join(shapes.DEFAULT_CONFIGS)})")
+    parser.add_argument("--cells", type=_names, default=["lstm", "gru"],
+                        help=", ".join(shapes.GATES) + " (default lstm,gru; PyTorch and Flax have lstm and gru)")
+    parser.add_argument("--equal-params", action="store_true",
+                        help="give every cell the hidden size of the LSTM's parameter count at each config")
     parser.add_argument("--impls", type=_names, default=None,
                         help="rnnlm,torch,flax (torch only where importable); memory figure default rnnlm,torch")
     parser.add_argument("--reps", type=int, default=5, help="interleaved repetitions; medians over these")
@@ -64,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="bench.json", help="JSON results file")
     parser.add_argument("--report", metavar="JSON", help="print the markdown of an earlier run's JSON and exit "
                         "(how docs/performance.md is made from docs/performance.json)")
+    parser.add_argument("--figure", metavar="PNG", help="with --report: also plot time per token against T for "
+                        "the configs measured at several window lengths (char_t128, char_t512, ...)")
     return parser
 
 
@@ -120,6 +126,10 @@ def environment() -> dict:
 def bench_one(shape: shapes.Shape, cell: str, names: list[str], args) -> list[dict]:
     """Every implementation on one config and cell: warm-up, then interleaved timed repetitions."""
     benches, rows = {}, {}
+    skipped = [n for n in names if not impls.supports(n, cell)]
+    if skipped:
+        print(f"bench: {shape.name} {cell}: {', '.join(skipped)} has no such cell, skipped", file=sys.stderr)
+    names = [n for n in names if impls.supports(n, cell)]
     for name in names:
         print(f"bench: {shape.name} {cell} {name}: building, compiling", file=sys.stderr)
         bench = benches[name] = impls.load(name)(shape, cell, args.dropout)
@@ -128,6 +138,7 @@ def bench_one(shape: shapes.Shape, cell: str, names: list[str], args) -> list[di
         for batch in args.sample_batches:
             bench.sample(batch, args.sample_length)
         rows[name] = {"config": shape.name, "cell": cell, "impl": name, "shape": dataclasses.asdict(shape),
+                      "params": shapes.param_count(shape, cell),
                       "compile_s": compile_times["compile_s"], "compile": compile_times}
         if hasattr(bench, "executed_flops_per_token"):  # rnnlm: fewer than the model's where it folds
             rows[name]["executed_flops_per_token"] = bench.executed_flops_per_token()
@@ -191,7 +202,7 @@ def run(args) -> dict:
         shapes.get_shape(name)  # an unknown config fails before anything runs
     bad_cells = [c for c in args.cells if c not in shapes.GATES]
     if bad_cells:
-        raise UserError(f"unknown cell(s) {', '.join(bad_cells)}; choose from lstm, gru")
+        raise UserError(f"unknown cell(s) {', '.join(bad_cells)}; choose from {', '.join(shapes.GATES)}")
     if args.peak_size is None:  # an accelerator needs a bigger product than a CPU to reach its rate
         import jax
         args.peak_size = 256 if args.tiny else 2048 if jax.default_backend() == "cpu" else 8192
@@ -209,7 +220,10 @@ def run(args) -> dict:
             doc["matmul_peak_gflops"]["torch"] = timing.torch_matmul_gflops(args.peak_size)
         for config in args.configs:
             for cell in args.cells:
-                doc["results"] += bench_one(shapes.get_shape(config, args.tiny), cell, names, args)
+                shape = shapes.get_shape(config, args.tiny)
+                if args.equal_params:
+                    shape = shapes.equal_params(shape, cell)
+                doc["results"] += bench_one(shape, cell, names, args)
         for row in doc["results"]:
             probe = doc["matmul_peak_gflops"]["torch" if row["impl"] == "torch" else "jax"]
             row["train_fraction_of_peak"] = row["train_gflops"] / probe
@@ -229,7 +243,15 @@ def main(argv=None) -> int:
         path = pathlib.Path(args.report)
         if not path.is_file():
             raise UserError(f"--report: file not found: {path}")
-        print(report.markdown(json.loads(path.read_text())), end="")
+        doc = json.loads(path.read_text())
+        print(report.markdown(doc), end="")
+        if args.figure:
+            from rnnlm.plots import step_time_plot
+            rows = [r for r in doc["results"] if r["config"].startswith("char_t")]
+            if not rows:
+                raise UserError(f"--figure: {path} has no char_t<T> rows to plot")
+            print(f"bench: wrote {step_time_plot(rows, args.figure, 'char shape, equal tokens per step')}",
+                  file=sys.stderr)
         return 0
     doc = run(args)
     print(report.markdown(doc), end="")

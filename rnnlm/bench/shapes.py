@@ -15,7 +15,9 @@ from rnnlm.cells import get_cell
 from rnnlm.data.batching import Streams, make_streams
 from rnnlm.errors import UserError
 
-GATES = {"lstm": 4, "gru": 3}  # gate blocks per cell: the width of the fused matmuls is GATES * hidden
+GATES = {"lstm": 4, "gru": 3, "mingru": 2, "minlstm": 3, "mogrifier": 4}  # the fused matmuls are GATES * hidden wide
+INPUT_ONLY = ("mingru", "minlstm")  # gates of x_t alone: no recurrent matmul (rnnlm.cells)
+MOGRIFIER_ROUNDS = 5  # the benchmark's Mogrifier: the paper's 5 rounds at full rank (`rnnlm.cells.get_cell`)
 TRAIN_WINDOWS = 8  # distinct train windows cycled through; the carry flows from one to the next
 
 
@@ -45,7 +47,12 @@ CONFIGS = {
     # Zaremba et al. (2014) medium.
     "ptb_medium": Shape("ptb_medium", vocab=10_000, embed=650, hidden=650, layers=2, batch=20, seq_len=35,
                         eval_batch=64),
+    # The char shape at longer windows, the tokens of a step kept (B * T = 8,192 trained, 16,384 evaluated):
+    # the cost per token against T, where a parallel scan and a loop part ways.
+    **{f"char_t{t}": Shape(f"char_t{t}", vocab=65, embed=128, hidden=512, layers=2, batch=8192 // t, seq_len=t,
+                           eval_batch=16384 // t) for t in (128, 512, 2048)},
 }
+DEFAULT_CONFIGS = ("ptb_small", "char", "ptb_medium")  # what a plain `rnnlm bench` runs
 
 
 def tiny(shape: Shape) -> Shape:
@@ -70,8 +77,31 @@ def forward_flops_per_token(shape: Shape, cell: str) -> int:
     for depth in range(shape.layers):
         inputs = shape.embed if depth == 0 else shape.hidden
         flops += 2 * inputs * width  # x_t @ W_x
-        flops += 2 * shape.hidden * width  # h_{t-1} @ W_h
+        if cell not in INPUT_ONLY:
+            flops += 2 * shape.hidden * width  # h_{t-1} @ W_h
+        if cell == "mogrifier":
+            flops += MOGRIFIER_ROUNDS * 2 * inputs * shape.hidden  # each round's Q h or R x, [H] x [D]
     return flops + 2 * shape.hidden * shape.vocab  # h_t @ W_decoder
+
+
+def param_count(shape: Shape, cell: str) -> int:
+    """Parameters of the benchmarked language model: embedding, each layer's matrices and biases, decoder."""
+    width = GATES[cell] * shape.hidden
+    count = shape.vocab * shape.embed + shape.hidden * shape.vocab + shape.vocab
+    for depth in range(shape.layers):
+        inputs = shape.embed if depth == 0 else shape.hidden
+        count += inputs * width + width + (0 if cell in INPUT_ONLY else shape.hidden * width)
+        count += shape.hidden if cell == "gru" else 0  # b_hn
+        count += MOGRIFIER_ROUNDS * inputs * shape.hidden if cell == "mogrifier" else 0
+    return count
+
+
+def equal_params(shape: Shape, cell: str, reference: str = "lstm") -> Shape:
+    """The shape with the hidden size that brings `cell`'s model nearest to `reference`'s parameter count."""
+    target = param_count(shape, reference)
+    widths = range(8, 8 * shape.hidden + 1)
+    hidden = min(widths, key=lambda h: abs(param_count(dataclasses.replace(shape, hidden=h), cell) - target))
+    return dataclasses.replace(shape, hidden=hidden)
 
 
 def train_flops_per_token(shape: Shape, cell: str) -> int:
@@ -90,8 +120,8 @@ def folded_flops_per_token(shape: Shape, cell: str, tokens_per_call: int, train:
     table = 2 * shape.vocab * shape.embed * width / tokens_per_call
     if train:
         return train_flops_per_token(shape, cell) - 3 * 2 * shape.embed * width + 3 * table
-    gated = get_cell(cell)
-    one_hot = 0 if gated.summed_gates == gated.gates else 2 * shape.vocab * width
+    gated = get_cell(cell)  # a cell without a core gathers its rows in the reference loop: no one-hot product
+    one_hot = 0 if gated.core is None or gated.summed_gates == gated.gates else 2 * shape.vocab * width
     return forward_flops_per_token(shape, cell) - 2 * shape.embed * width + table + one_hot
 
 

@@ -61,10 +61,12 @@ REFERENCE = Plan()
 
 def choose(speed: Speed, cell, *, train: bool, probe: bool = False, vocab: int = 0, embed: int = 0,
            hidden: int = 0, layers: int = 1, steps: int = 0, tokens: int = 0, embed_dropout: bool = False,
-           matmul_dtype: str = "float32", backend: str | None = None) -> Plan:
+           matmul_dtype: str = "float32", backend: str | None = None, between_layers: bool = False,
+           normed_inputs: bool = False) -> Plan:
     """The fast paths a forward pass takes. Its facts: the cell; whether the pass is differentiated for
     training (dropout on); a study's probe; the model's sizes; the call's steps T and tokens B*T; whether
-    embedding dropout is on in this pass; the matmul dtype; the backend (default: JAX's).
+    embedding dropout is on in this pass; the matmul dtype; the backend (default: JAX's); whether
+    something runs between the layers (a residual, a layer norm) and whether layer inputs are normalised.
 
     | path                   | taken when (otherwise the reference)                                   |
     |------------------------|------------------------------------------------------------------------|
@@ -72,9 +74,9 @@ def choose(speed: Speed, cell, *, train: bool, probe: bool = False, vocab: int =
     | bptt                   | the cell has a core (one recurrent matmul, then elementwise gates)     |
     | in_loop_projection     | bptt, on a CPU                                                         |
     | input_table            | speed.fold_embedding, affine inputs, V <= E, B*T >= 2V, no embedding   |
-    |                        | dropout in this pass                                                   |
+    |                        | dropout in this pass, no layer norm                                    |
     | wavefront              | speed.wavefront, forward-only, a core, no input table, >= 2 layers,    |
-    |                        | E == H <= 256, T >= layers, on a CPU                                   |
+    |                        | E == H <= 256, T >= layers, on a CPU, nothing between the layers       |
     | chunked_loss           | always                                                                 |
     | low_precision_backward | bfloat16 matmuls                                                       |
     """
@@ -85,12 +87,12 @@ def choose(speed: Speed, cell, *, train: bool, probe: bool = False, vocab: int =
     backend = backend or jax.default_backend()
     core = cell.core is not None
     table = (speed.fold_embedding and cell.project is project_inputs and vocab <= embed and 2 * vocab <= tokens
-             and not embed_dropout)
+             and not embed_dropout and not normed_inputs)
     return Plan(
         bptt=core,
         in_loop_projection=core and backend == "cpu",
         input_table=table,
-        wavefront=(speed.wavefront and not train and core and not table and layers >= 2
+        wavefront=(speed.wavefront and not train and core and not table and layers >= 2 and not between_layers
                    and embed == hidden <= WAVEFRONT_MAX_HIDDEN and steps >= layers and backend == "cpu"),
         chunked_loss=True,
         low_precision_backward=matmul_dtype != "float32",
