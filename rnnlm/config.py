@@ -78,6 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.speed.eval_unroll = 2  # lax.scan unroll factor of forward-only passes (evaluation, scoring, prompts)
     c.speed.fold_embedding = True  # a vocabulary no wider than embed_size: the first layer reads embedding @ w_x + b by id
     c.speed.wavefront = True  # CPU forward-only passes of stacks of H <= 256, embed_size == hidden_size: all layers in one loop
+    c.speed.linear_scan = "auto"  # mingru/minlstm windows: "parallel" (lax.associative_scan) | "sequential" | "auto" (sequential on CPUs)
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32  # global batch: number of parallel token streams
@@ -216,6 +217,8 @@ def validate(config) -> None:
     from rnnlm.optim import SCHEDULES
 
     get_cell(config.model.cell)
+    if config.speed.linear_scan not in ("auto", "parallel", "sequential"):
+        raise UserError(f"unknown speed.linear_scan {config.speed.linear_scan!r}; choose one of auto, parallel, sequential")
     if config.model.cell == "mogrifier":
         m = config.model
         if m.mogrifier_rounds < 0:

@@ -37,7 +37,7 @@ class Probe:
 
 
 def scan_layer(cell: Cell, params, carry, xs, mask=None, *, reverse=False, unroll=1, perturbation=None,
-               record=False):
+               record=False, parallel=True):
     """One recurrent layer over a sequence.
 
     Args:
@@ -48,11 +48,12 @@ def scan_layer(cell: Cell, params, carry, xs, mask=None, *, reverse=False, unrol
       reverse: run from t = T-1 down to 0 (for the backward half of a bidirectional layer).
       perturbation, record: see `Probe`; with `record` the outputs are a dict of [T, B, H]
         arrays: "h", every carry part by name, and the cell's gate activations.
+      parallel: a linear cell's window by `scan_linear` (False: the loop; `speed.linear_scan`).
     Returns:
       (final carry, ys [T, B, H]).
     """
     return scan_projected(cell, params, carry, cell.project(params, xs), mask, reverse=reverse, unroll=unroll,
-                          perturbation=perturbation, record=record)
+                          perturbation=perturbation, record=record, parallel=parallel)
 
 
 def scan_projected(cell: Cell, params, carry, gx, mask=None, *, reverse=False, unroll=1, perturbation=None,

@@ -67,6 +67,7 @@ CASES = {
                                   "model.mogrifier_rounds must not be negative"),
     "mogrifier rank above the widths": (TRAIN + ["--config.model.cell=mogrifier", "--config.model.mogrifier_rank=100000"],
                                         "model.mogrifier_rank must be in"),
+    "unknown linear scan": (TRAIN + ["--config.speed.linear_scan=fast"], "unknown speed.linear_scan 'fast'"),
     "word dropout of one": (TRAIN + ["--config.model.word_dropout=1.0"], "model.word_dropout must be in [0, 1)"),
     "unknown tokenizer": (TRAIN + ["--config.data.tokenizer=bytes"], "unknown data.tokenizer 'bytes'"),
     "unknown optimizer": (TRAIN + ["--config.train.optimizer=adagrad"], "unknown train.optimizer"),

@@ -56,3 +56,21 @@ def test_experiments_resolve_from_any_directory_and_refuse_unknown_arguments(tmp
         resolve_experiment("experiments/ablations/cell_type.py:chr")
     with pytest.raises(UserError, match="unknown experiment argument 'tny'"):
         experiment_config("default", "tny")
+
+
+def _experiment_points():
+    from rnnlm.config import load_experiment_module
+    for path in sorted(EXPERIMENTS_DIR.rglob("*.py")):
+        module = load_experiment_module(path)
+        if not hasattr(module, "get_config"):  # a benchmark script, not an experiment
+            continue
+        for arg in (None,) + tuple(getattr(module, "ARGS", ())):
+            yield pytest.param(path, arg, id=f"{path.relative_to(EXPERIMENTS_DIR)}:{arg or ''}")
+
+
+@pytest.mark.parametrize("path,arg", list(_experiment_points()))
+def test_every_experiment_and_argument_gives_a_valid_config(path, arg):
+    """Each shipped experiment file, under each argument it declares, passes the checks `rnnlm train` makes
+    before anything runs (a Mogrifier rank wider than a :tiny model's width, say, would fail here)."""
+    from rnnlm.config import validate
+    validate(experiment_config(str(path), arg))

@@ -368,3 +368,35 @@ def test_each_loop_step_multiplies_what_the_plan_says():
     assert _dots_per_scan_step(unfolded, window) == [2 if jax.default_backend() == "cpu" else 1]
     assert _dots_per_scan_step(unfolded.clone(num_layers=2), window) == ([2] if jax.default_backend() == "cpu" else [1, 1])
     assert _dots_per_scan_step(unfolded.clone(speed=REFERENCE), window) == [1]  # projected before the loop
+
+
+def test_speed_linear_scan_picks_the_scan_and_both_give_the_same_model():
+    """speed.linear_scan: "auto" is the loop on a CPU and the associative scan elsewhere; a minGRU language
+    model's training loss and gradients and a bidirectional masked minLSTM classifier's logits are the same
+    under "parallel" and "sequential"."""
+    cell = get_cell("mingru")
+    assert not fast.choose(fast.Speed(), cell, train=True, backend="cpu").parallel_scan
+    assert fast.choose(fast.Speed(), cell, train=True, backend="gpu").parallel_scan
+    assert fast.choose(fast.Speed(linear_scan="parallel"), cell, train=True, backend="cpu").parallel_scan
+    assert not fast.choose(fast.Speed(linear_scan="parallel"), get_cell("gru"), train=True).parallel_scan
+    from rnnlm.tasks.lm import window_nll
+    model = LanguageModel(vocab_size=5, embed_size=6, hidden_size=6, num_layers=2, cell="mingru", dropout=0.3)
+    tokens = jax.random.randint(jax.random.PRNGKey(3), (4, T), 0, 5)
+    carry = jax.tree_util.tree_map(lambda c: c + 0.5, model.initial_carry(4))
+    params = init_params(model, jax.random.PRNGKey(0))
+
+    def loss(p, m):
+        features, _ = m.apply({"params": p}, tokens, carry, train=True, rngs={"dropout": jax.random.PRNGKey(4)},
+                              method=m.features)
+        return window_nll(m, p, features, jnp.roll(tokens, -1, axis=1), jnp.ones(tokens.shape), train=True)
+
+    got, want = (jax.value_and_grad(loss)(params, model.clone(speed=fast.Speed(linear_scan=mode)))
+                 for mode in ("parallel", "sequential"))
+    assert_trees_close(got, want, 1e-5, 1e-6)
+    classifier = Classifier(vocab_size=9, num_classes=2, embed_size=4, hidden_size=3, num_layers=1, cell="minlstm",
+                            bidirectional=True, pooling="max")
+    cparams = init_params(classifier, jax.random.PRNGKey(1))
+    ids = jax.random.randint(jax.random.PRNGKey(2), (3, T), 1, 9)
+    logits = [classifier.clone(speed=fast.Speed(linear_scan=mode)).apply({"params": cparams}, ids, padding_mask().T)
+              for mode in ("parallel", "sequential")]
+    np.testing.assert_allclose(logits[0], logits[1], rtol=1e-5, atol=1e-6)

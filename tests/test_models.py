@@ -191,6 +191,7 @@ def test_word_dropout_replaces_real_tokens_by_oov_only_in_training():
     assert not np.allclose(model.apply({"params": params}, small, small_mask), all_oov, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_residual_and_layer_norm_keep_the_fast_paths_equal_and_the_classifier_blind_to_padding():
     """model.residual and model.layer_norm: the language model's fast paths (bptt; the table and the
     wavefront turned off by the rules) equal its reference, and a masked bi-classifier's logits do not move

@@ -13,12 +13,13 @@ from rnnlm.workdir import MetricLog, existing_run, read_metrics, reconcile_confi
 def test_a_resumed_run_may_change_the_speed_section_but_not_the_model(tmp_path):
     config = base_config()
     reconcile_config(config, tmp_path)
-    config.speed.update(unroll=2, eval_unroll=4, fold_embedding=False, wavefront=False, reference=True)
+    config.speed.update(unroll=2, eval_unroll=4, fold_embedding=False, wavefront=False, reference=True,
+                        linear_scan="parallel")
     config.train.learning_rate = 0.5
     reconcile_config(config, tmp_path)  # how, not what: allowed, and the new values written
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["speed"] == {"eval_unroll": 4, "fold_embedding": False, "reference": True, "unroll": 2,
-                              "wavefront": False}
+                              "wavefront": False, "linear_scan": "parallel"}
     for field, value in (("model.hidden_size", 300), ("train.bptt", 7), ("data.tokenizer", "word"), ("task", "classify")):
         changed = base_config()
         section, _, key = field.rpartition(".")

@@ -33,7 +33,7 @@ from rnnlm.fast.precision import weight_gradient
 from rnnlm.recurrence import scan_projected
 
 
-def scan_layer(cell: Cell, params, carry, xs, mask=None, *, in_loop: bool, reverse=False, unroll=1):
+def scan_layer(cell: Cell, params, carry, xs, mask=None, *, in_loop: bool, reverse=False, unroll=1, parallel=True):
     """`rnnlm.recurrence.scan_layer` with the backward pass written out (cells with a core).
 
     Args (beyond the reference's):
@@ -46,7 +46,7 @@ def scan_layer(cell: Cell, params, carry, xs, mask=None, *, in_loop: bool, rever
     ids = table.are_ids(xs)
     if cell.core is None:
         gx = jnp.take(params["w_x"], xs, axis=0) if ids else cell.project(params, xs)
-        return scan_projected(cell, params, carry, gx, mask, reverse=reverse, unroll=unroll)
+        return scan_projected(cell, params, carry, gx, mask, reverse=reverse, unroll=unroll, parallel=parallel)
     core_params = _core_params(params)
     bias = None if ids else params["b"]
     return _scan_fused(cell, reverse, unroll, in_loop, core_params, params["w_x"], bias, params["w_h"], carry, xs, mask)
