@@ -199,7 +199,8 @@ def test_tiny_sweep_runs_skips_finished_points_and_writes_the_table(tmp_path, ca
     assert cli.main(command + ["--seeds", "one"]) == 2 and "--seeds" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("experiment, arg", [("cell_type", "char"), ("cell_type", "ptb_tiny"), ("hidden_size", None),
+@pytest.mark.parametrize("experiment, arg", [("cell_type", "char"), ("cell_type", "ptb_tiny"), ("cell_type", "char_wall"),
+                                             ("hidden_size", None),
                                              ("masking", "tiny"), ("tokenizer", "tiny")])
 def test_every_ablation_lists_its_points(experiment, arg):
     """get_sweep of the real settings (nothing trains): each point's overrides apply to its config."""
