@@ -31,4 +31,16 @@ for config in ${CONFIGS:-ptb_medium ptb_small char}; do
   echo "exit $?" | tee -a "$log"
   cat "$OUT/bench_$config.md"
 done
+# Issue 22's rows: the new cells at the LSTM's parameter count against T (the linear cells take the
+# associative scan off a CPU); NEW_CELLS=0 skips them.
+if [ "${NEW_CELLS:-1}" = 1 ]; then
+  for config in char_t128 char_t512 char_t2048; do
+    echo "== $config new cells $(date -u +%T)" | tee -a "$log"
+    timeout "${BENCH_TIMEOUT:-200}" python3 -m rnnlm.bench --configs "$config" --cells lstm,gru,mingru,minlstm,mogrifier \
+      --impls rnnlm,torch --equal-params --reps "${REPS:-5}" --steps 20 --no-memory \
+      --out "$OUT/cells_$config.json" > "$OUT/cells_$config.md" 2>> "$log"
+    echo "exit $?" | tee -a "$log"
+    cat "$OUT/cells_$config.md"
+  done
+fi
 date -u | tee -a "$log"
