@@ -301,6 +301,11 @@ class Cell:
     def carry_arity(self) -> int:
         return len(self.carry_names)
 
+    @property
+    def has_recurrent_matrix(self) -> bool:
+        """Whether its parameters hold a w_h (what weight drop masks); the linear cells have none."""
+        return "w_h" in jax.eval_shape(lambda: self.init_params(jax.random.PRNGKey(0), 2, 2))
+
     def init_carry(self, batch_size, hidden_size, dtype=jnp.float32) -> Carry:
         return tuple(jnp.zeros((batch_size, hidden_size), dtype) for _ in self.carry_names)
 

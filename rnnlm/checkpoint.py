@@ -1,7 +1,8 @@
 """Orbax checkpoints in `<workdir>/checkpoints`: the last few plus the best by validation loss.
 
 A checkpoint holds three items:
-  * `state`: the train state (step, params, optimizer state incl. learning rate, RNG);
+  * `state`: the train state (step, params, optimizer state incl. learning rate, RNG, and the
+    average of the iterates where `train.averaging` keeps one: what eval and generate then read);
   * `carry`: the recurrent state of every train stream, so a mid-epoch resume
     continues the streams exactly where they were;
   * `meta`: JSON with the data position (epoch, next window), the host-side
@@ -109,7 +110,11 @@ class Checkpoints:
     def save(self, step: int, state, carry, meta: dict, valid_loss: float | None = None) -> None:
         """Start an (async) save; a failure to write stops the run with a UserError."""
         metrics = None if valid_loss is None else {BEST_METRIC: float(valid_loss)}
-        meta = dict(meta, fingerprint={"params": fingerprint(state.params), "state": fingerprint(state)})
+        prints = {"params": fingerprint(state.params), "state": fingerprint(state)}
+        average = getattr(state, "average", None)
+        if average is not None and int(average["count"]) > 0:  # eval and generate read the average
+            prints["average"] = fingerprint(average["params"])
+        meta = dict(meta, fingerprint=prints)
         self.wait()  # the previous save's failure is that step's, not this one's
         self._writing = step
         try:
@@ -157,19 +162,19 @@ class Checkpoints:
         return self.directory.parent / "checkpoints-damaged"
 
     def restore_params(self, step: int, params_like):
-        """Just the parameters (for eval and generate), checked against their fingerprint."""
+        """Just the parameters evaluation reads (for eval and generate), checked against their fingerprint:
+        the average of the iterates where the run averages and has averaged a step, else the parameters."""
         try:
+            meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"] or {}
+            averaged = "average" in meta.get("fingerprint", {})
+            item = {"average": {"params": _abstract(params_like)}} if averaged else {"params": _abstract(params_like)}
             restored = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.PyTreeRestore(
-                    item={"params": _abstract(params_like)},
-                    restore_args=ocp.checkpoint_utils.construct_restore_args({"params": _abstract(params_like)}),
-                    partial_restore=True,
-                ),
-                meta=ocp.args.JsonRestore()))
+                    item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)))
         except Exception as e:  # noqa: BLE001
             raise UserError(f"checkpoint {step} in {self.directory} cannot be read: {_reason(e)}") from None
-        params = restored["state"]["params"]
-        expected = (restored["meta"] or {}).get("fingerprint", {}).get("params")
+        params = restored["state"]["average"]["params"] if averaged else restored["state"]["params"]
+        expected = meta.get("fingerprint", {}).get("average" if averaged else "params")
         if expected is not None and expected != fingerprint(params):  # None: saved before fingerprints
             raise UserError(f"checkpoint {step} in {self.directory} is damaged: its parameters do not match "
                             f"their fingerprint")

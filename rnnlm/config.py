@@ -57,9 +57,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.layer_norm = False  # every layer reads its input layer-normalised (pre-norm)
     c.model.embed_size = 128  # embedding width
     c.model.hidden_size = 256  # units per recurrent layer
+    c.model.hidden_sizes = ()  # lm: one width per layer instead, e.g. (1150, 1150, 400) (AWD-LSTM); () = hidden_size
     c.model.num_layers = 2  # stacked recurrent layers
-    c.model.dropout = 0.0  # dropout rate between layers and before the decoder
-    c.model.embed_dropout = 0.0  # dropout rate on the embeddings
+    c.model.dropout = 0.0  # dropout rate between layers and before the decoder (AWD-LSTM's dropout)
+    c.model.embed_dropout = 0.0  # dropout rate on the embeddings (AWD-LSTM's dropouti)
+    c.model.hidden_dropout = -1.0  # lm: dropout rate between layers instead (AWD-LSTM's dropouth); -1 = model.dropout
+    c.model.locked_dropout = False  # lm: the three dropouts above draw one mask per stream, shared by a window's steps
+    c.model.embed_row_dropout = 0.0  # lm: drop whole embedding rows (word types), one mask per window (AWD's dropoute)
+    c.model.weight_drop = 0.0  # lm: DropConnect on every layer's recurrent matrix w_h, one mask per window (AWD's wdrop)
     c.model.tie_weights = False  # share embedding and softmax weights
     c.model.init_scale = 0.0  # U(-s, s) init for all weights; 0 = per-part defaults (1/sqrt(H) for cells)
     c.model.matmul_dtype = "float32"  # "bfloat16": bf16 matmuls, float32 accumulation and state (~2x on AVX512-BF16 CPUs)
@@ -83,19 +88,26 @@ def base_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32  # global batch: number of parallel token streams
     c.train.bptt = 64  # truncated-BPTT window, in tokens
+    c.train.variable_bptt = False  # lm: AWD-LSTM's drawn window lengths (mean bptt, 5% bptt/2; sd 5; 5..bptt+20), lr x length/bptt
+    c.train.bptt_bucket = 8  # variable_bptt: windows padded (masked) up to a multiple of this: few compiled shapes
     c.train.epochs = 1  # passes over the train split
     c.train.max_steps = 0  # stop after this many optimizer steps; 0 = no limit
     c.train.time_budget_minutes = 0.0  # stop training after this much wall time; 0 = no limit
     c.train.optimizer = "adam"  # sgd | adam | adamw
     c.train.learning_rate = 2e-3  # peak learning rate
     c.train.momentum = 0.0  # sgd momentum
-    c.train.weight_decay = 0.0  # adamw decoupled weight decay
+    c.train.weight_decay = 0.0  # adamw: decoupled weight decay; sgd, adam: L2, weight_decay * params added to the gradient
     c.train.lr_schedule = "constant"  # constant | zaremba | plateau | cosine
     c.train.lr_decay = 0.5  # zaremba: factor per epoch after decay_start; plateau: factor on no improvement
     c.train.decay_start_epoch = 4  # zaremba: epochs at the full rate
     c.train.warmup_steps = 0  # cosine: linear warmup steps
     c.train.grad_clip = 5.0  # clip the global gradient norm to this; 0 = off
     c.train.loss = "token_mean"  # token_mean | time_sum (sum over time, mean over batch, as Zaremba et al.)
+    c.train.ar = 0.0  # lm: AR, ar * mean(h^2) of the top layer's dropped outputs added to the loss (AWD's alpha)
+    c.train.tar = 0.0  # lm: TAR, tar * mean((h_t - h_{t-1})^2) of its undropped outputs (AWD's beta)
+    c.train.averaging = "none"  # none | nonmono (NT-ASGD: once validation stalls) | always: evaluate the iterates' mean
+    c.train.nonmono = 5  # averaging=nonmono: start when an epoch's validation is worse than the best but the last n
+    c.train.init_from = ""  # a finished run's workdir: start from its best checkpoint (finetune; the original is only read)
     c.train.log_every = 50  # steps between progress lines and metric records
     c.train.checkpoint_every = 500  # steps between mid-epoch checkpoints; 0 = epoch ends only
     c.train.keep_checkpoints = 3  # most recent checkpoints kept, besides the best by validation loss
@@ -230,6 +242,7 @@ def validate(config) -> None:
     if config.data.tokenizer and config.data.tokenizer not in TOKENIZERS:
         raise UserError(f"unknown data.tokenizer {config.data.tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
     _validate_task_fields(config)
+    _validate_regularisation(config)
     split_fractions(config.data.split)
     if config.train.optimizer not in ("sgd", "adam", "adamw"):
         raise UserError(f"unknown train.optimizer {config.train.optimizer!r}; choose one of sgd, adam, adamw")
@@ -246,15 +259,48 @@ def validate(config) -> None:
         section, key = field.split(".")
         if not config[section][key] > 0:
             raise UserError(f"{field} must be positive, got {config[section][key]}")
-    for field in ("model.dropout", "model.embed_dropout", "model.word_dropout"):
+    for field in ("model.dropout", "model.embed_dropout", "model.word_dropout", "model.embed_row_dropout",
+                  "model.weight_drop"):
         section, key = field.split(".")
         if not 0 <= config[section][key] < 1:
             raise UserError(f"{field} must be in [0, 1), got {config[section][key]}")
     for field in ("train.max_steps", "train.time_budget_minutes", "train.checkpoint_every", "eval.bptt",
-                  "train.grad_clip", "data.max_vocab", "sample.length", "sample.top_k"):
+                  "train.grad_clip", "data.max_vocab", "sample.length", "sample.top_k", "train.weight_decay",
+                  "train.ar", "train.tar"):
         section, key = field.split(".")
         if config[section][key] < 0:
             raise UserError(f"{field} must not be negative, got {config[section][key]}")
+
+
+def _validate_regularisation(config) -> None:
+    """The AWD-LSTM fields: per-layer widths, the between-layer rate, weight drop's cell, averaging."""
+    from rnnlm.cells import get_cell
+    from rnnlm.errors import UserError
+    m, t = config.model, config.train
+    if m.hidden_sizes:
+        if len(m.hidden_sizes) != m.num_layers or not all(isinstance(n, int) and n > 0 for n in m.hidden_sizes):
+            raise UserError(f"model.hidden_sizes must list {m.num_layers} positive widths (model.num_layers), "
+                            f"got {tuple(m.hidden_sizes)}")
+    if not (m.hidden_dropout == -1 or 0 <= m.hidden_dropout < 1):
+        raise UserError(f"model.hidden_dropout must be in [0, 1) or -1 (= model.dropout), got {m.hidden_dropout}")
+    if m.weight_drop and not get_cell(m.cell).has_recurrent_matrix:
+        raise UserError(f"model.weight_drop drops entries of w_h, and a {m.cell} cell has none (its gates read x_t alone)")
+    if t.averaging not in ("none", "nonmono", "always"):
+        raise UserError(f"unknown train.averaging {t.averaging!r}; choose one of none, nonmono, always")
+    if t.nonmono < 1:
+        raise UserError(f"train.nonmono must be at least 1, got {t.nonmono}")
+    if t.variable_bptt and t.bptt < 5:
+        raise UserError(f"train.variable_bptt draws windows of at least 5 tokens; train.bptt must be at least 5, "
+                        f"got {t.bptt}")
+    if t.bptt_bucket < 1:
+        raise UserError(f"train.bptt_bucket must be positive, got {t.bptt_bucket}")
+    lm_only = {"model.hidden_sizes": m.hidden_sizes != (), "train.variable_bptt": t.variable_bptt, "model.hidden_dropout": m.hidden_dropout != -1,
+               "model.locked_dropout": m.locked_dropout, "model.embed_row_dropout": m.embed_row_dropout != 0,
+               "model.weight_drop": m.weight_drop != 0, "train.ar": t.ar != 0, "train.tar": t.tar != 0}
+    if config.task != "lm":
+        for field, set_ in lm_only.items():
+            if set_:
+                raise UserError(f"{field} is for task=lm (the language model), not task={config.task}")
 
 
 def _validate_task_fields(config) -> None:

@@ -23,6 +23,9 @@ from rnnlm.recurrence import Probe, dropout, initial_carry, run_stack
 
 
 OOV_ID = 1  # the classifier's word index: 0 padding, 1 out-of-vocabulary (rnnlm.data.classification)
+# Dropout keys: fold_in(rng, 0) embedding outputs, (rng, d) the input of layer d, (rng, L) the top layer's
+# outputs; these two sit far above any layer count.
+EMBED_ROWS_KEY, WEIGHT_DROP_KEY = 1 << 20, (1 << 20) + 1
 
 
 def drop_words(rng, rate: float, tokens, mask=None):
@@ -30,6 +33,20 @@ def drop_words(rng, rate: float, tokens, mask=None):
     probability `rate`; padding (mask False, or id 0 without a mask) is left alone."""
     real = tokens != 0 if mask is None else mask.astype(bool)
     return jnp.where(jax.random.bernoulli(rng, rate, tokens.shape) & real, OOV_ID, tokens)
+
+
+def drop_rows(rng, rate: float, embedding):
+    """Embedding dropout (Gal & Ghahramani 2016; AWD-LSTM's dropoute): whole rows, that is word types,
+    zeroed with probability `rate`, the others scaled by 1 / (1 - rate); one mask for the whole window."""
+    keep = jax.random.bernoulli(rng, 1.0 - rate, (embedding.shape[0], 1))
+    return jnp.where(keep, embedding / (1.0 - rate), jnp.zeros_like(embedding))
+
+
+def drop_connect(rng, rate: float, layers):
+    """Weight drop (Wan et al. 2013's DropConnect on w_h, AWD-LSTM's wdrop): every layer's recurrent
+    matrix with entries zeroed with probability `rate` and the rest scaled, one mask per layer for the
+    whole window, the same at every step and for every stream."""
+    return [{**p, "w_h": dropout(jax.random.fold_in(rng, depth), rate, p["w_h"])} for depth, p in enumerate(layers)]
 
 
 def _norm_params(module, sizes):
@@ -62,8 +79,13 @@ class LanguageModel(nn.Module):
     mogrifier_rank: int = 0  # their matrices' rank; 0 = full
     residual: bool = False  # a layer as wide as its input adds it: y = x + layer(x)
     layer_norm: bool = False  # every layer reads its input layer-normalised (`rnnlm.recurrence.layer_norm`)
-    dropout: float = 0.0  # on the output of every recurrent layer
-    embed_dropout: float = 0.0  # on the embedding output
+    dropout: float = 0.0  # on the output of every recurrent layer (AWD-LSTM's `dropout` on the last)
+    embed_dropout: float = 0.0  # on the embedding output (AWD-LSTM's `dropouti`)
+    hidden_dropout: float = -1.0  # between layers instead (AWD-LSTM's `dropouth`); -1 = `dropout`
+    locked_dropout: bool = False  # the three dropouts above: one mask per stream, shared by a window's steps
+    embed_row_dropout: float = 0.0  # whole embedding rows (word types) per window (AWD-LSTM's `dropoute`)
+    weight_drop: float = 0.0  # DropConnect on every layer's w_h, one mask per window (AWD-LSTM's `wdrop`)
+    hidden_sizes: tuple = ()  # one width per layer (AWD-LSTM: 1150, 1150, 400); () = hidden_size for all
     tie_weights: bool = False  # softmax weights = embedding matrix (Press & Wolf 2017)
     init_scale: float = 0.0  # U(-s, s) for every weight; 0 = each part's default
     matmul_dtype: str = "float32"  # "bfloat16": matmuls in bfloat16 with float32 accumulation
@@ -73,17 +95,18 @@ class LanguageModel(nn.Module):
         cell = cell_of(self)
         scale = self.init_scale or None
         self.embedding = self.param("embedding", _uniform_init(self.init_scale or 0.1), (self.vocab_size, self.embed_size))
-        sizes = [self.embed_size] + [self.hidden_size] * (self.num_layers - 1)
+        widths = self.layer_sizes
+        sizes = [self.embed_size, *widths[:-1]]
         self.layers = [
-            self.param(f"layer_{depth}", cell.init_params, in_size, self.hidden_size, scale)
-            for depth, in_size in enumerate(sizes)
+            self.param(f"layer_{depth}", cell.init_params, in_size, width, scale)
+            for depth, (in_size, width) in enumerate(zip(sizes, widths))
         ]
         self.norms = _norm_params(self, sizes)
-        out_size = self.hidden_size
-        if self.tie_weights and self.hidden_size != self.embed_size:
+        out_size = widths[-1]
+        if self.projects:
             # Tying needs features of the embedding's width; a linear map bridges H -> E.
-            self.projection = self.param("projection", _uniform_init(self.init_scale or self.hidden_size ** -0.5),
-                                         (self.hidden_size, self.embed_size))
+            self.projection = self.param("projection", _uniform_init(self.init_scale or out_size ** -0.5),
+                                         (out_size, self.embed_size))
             out_size = self.embed_size
         if not self.tie_weights:
             self.decoder = self.param("decoder", _uniform_init(self.init_scale or out_size ** -0.5), (out_size, self.vocab_size))
@@ -93,52 +116,87 @@ class LanguageModel(nn.Module):
         """The smallest arguments of `__call__`, for initialising the parameters (`init_params`)."""
         return jnp.zeros((1, 1), jnp.int32), self.initial_carry(1)
 
+    @property
+    def layer_sizes(self) -> tuple:
+        """Each recurrent layer's width."""
+        return tuple(self.hidden_sizes) or (self.hidden_size,) * self.num_layers
+
+    @property
+    def projects(self) -> bool:
+        """Tied weights, and a top layer narrower or wider than the embedding: H -> E by `projection`."""
+        return self.tie_weights and self.layer_sizes[-1] != self.embed_size
+
     def initial_carry(self, batch_size: int):
-        return initial_carry(cell_of(self), self.num_layers, batch_size, self.hidden_size)
+        return initial_carry(cell_of(self), self.num_layers, batch_size, self.layer_sizes)
 
     def plan(self, tokens_shape=(0, 0), *, train: bool = False, probe: bool = False) -> fast.Plan:
         """The fast paths a call on tokens of this [B, T] shape takes (`rnnlm.fast.choose`)."""
         batch, steps = tokens_shape
+        uniform = len(set(self.layer_sizes)) == 1
         return fast.choose(self.speed, cell_of(self), train=train, probe=probe, vocab=self.vocab_size,
-                           embed=self.embed_size, hidden=self.hidden_size, layers=self.num_layers, steps=steps,
+                           embed=self.embed_size, hidden=self.layer_sizes[0] if uniform else -1,
+                           layers=self.num_layers, steps=steps,
                            tokens=batch * steps, embed_dropout=train and self.embed_dropout > 0,
                            matmul_dtype=self.matmul_dtype, between_layers=self.residual or self.layer_norm,
                            normed_inputs=self.layer_norm)
 
-    def features(self, tokens, carry, *, train: bool = False, probe: Probe | None = None):
+    @property
+    def between_dropout(self) -> float:
+        return self.dropout if self.hidden_dropout < 0 else self.hidden_dropout
+
+    def features(self, tokens, carry, mask=None, *, train: bool = False, probe: Probe | None = None,
+                 with_top: bool = False):
         """tokens [B, T] -> (features [B, T, F], carry): everything before the decoder matmul.
 
+        mask [B, T] (optional): False steps keep the carry and output zeros (a drawn window's padding).
+
         With a `probe` the reference path runs and, for a recording probe, a third item holds the
-        probed layer's states (`rnnlm.recurrence.Probe`).
+        probed layer's states (`rnnlm.recurrence.Probe`). With `with_top` the third item is the top
+        layer's outputs before and after their dropout, time-major [T, B, H] (AR and TAR read them).
         """
-        rng = self.make_rng("dropout") if train and (self.dropout or self.embed_dropout) else None
+        regularised = (self.dropout or self.embed_dropout or self.between_dropout or self.embed_row_dropout
+                       or self.weight_drop)
+        rng = self.make_rng("dropout") if train and regularised else None
         plan = self.plan(tokens.shape, train=train, probe=probe is not None)
         cell, matmul = cell_of(self), self._matmul(plan)
-        layers = [self._cast_matrices(p) for p in self.layers]
+        layers = self.layers
+        embedding = self.embedding
+        if rng is not None and self.weight_drop:
+            # Masked outside every scan: the hand-written backward pass sees a plain w_h, and autodiff
+            # carries its gradient through the mask to the raw matrix.
+            layers = drop_connect(jax.random.fold_in(rng, WEIGHT_DROP_KEY), self.weight_drop, layers)
+        if rng is not None and self.embed_row_dropout:
+            embedding = drop_rows(jax.random.fold_in(rng, EMBED_ROWS_KEY), self.embed_row_dropout, embedding)
+        layers = [self._cast_matrices(p) for p in layers]
         if plan.input_table:
             # The first layer gathers rows of embedding @ w_x + b by id instead of multiplying
             # every token's embedding by w_x: same values, V rows of matmul instead of B*T.
-            layers[0] = {**layers[0], "w_x": table.input_table(self._cast(self.embedding), layers[0], matmul)}
+            layers[0] = {**layers[0], "w_x": table.input_table(self._cast(embedding), layers[0], matmul)}
             xs = tokens.T
         else:
-            xs = jnp.take(self.embedding, tokens.T, axis=0)  # [T, B, E]: transpose ids, not activations
+            xs = jnp.take(embedding, tokens.T, axis=0)  # [T, B, E]: transpose ids, not activations
         if rng is not None and self.embed_dropout:
-            xs = dropout(jax.random.fold_in(rng, 0), self.embed_dropout, xs)
+            xs = dropout(jax.random.fold_in(rng, 0), self.embed_dropout, xs, self.locked_dropout)
         # Unrolling halves a forward-only loop's per-step overhead but slowed training's backward
         # pass, so the two passes have their own factors.
         unroll = self.speed.unroll if train else self.speed.eval_unroll
         recorded = None
-        if plan.wavefront:
+        if plan.wavefront and mask is None:
             carry, ys = wavefront.run_wavefront(cell, layers, carry, xs, unroll=unroll)
         else:
-            out = run_stack(cell, layers, carry, xs, dropout_rate=self.dropout, rng=rng, unroll=unroll, probe=probe,
-                            scan=fast.layer_scan(plan), norms=self.norms, residual=self.residual)
+            mask_t = None if mask is None else mask.T.astype(bool)
+            out = run_stack(cell, layers, carry, xs, mask_t, dropout_rate=self.between_dropout, rng=rng, unroll=unroll,
+                            probe=probe, scan=fast.layer_scan(plan), norms=self.norms, residual=self.residual,
+                            locked=self.locked_dropout)
             carry, ys = out[:2]
             recorded = out[2] if len(out) > 2 else None
+        top = ys
         if rng is not None:
-            ys = dropout(jax.random.fold_in(rng, self.num_layers), self.dropout, ys)
+            ys = dropout(jax.random.fold_in(rng, self.num_layers), self.dropout, ys, self.locked_dropout)
+        if with_top:
+            recorded = (top, ys)
         ys = jnp.swapaxes(ys, 0, 1)
-        if self.tie_weights and self.hidden_size != self.embed_size:
+        if self.projects:
             ys = matmul(ys, self._cast(self.projection))
         return (ys, carry) if recorded is None else (ys, carry, recorded)
 
@@ -272,7 +330,9 @@ def language_model_from_config(config, vocab_size: int) -> LanguageModel:
     return LanguageModel(vocab_size=vocab_size, embed_size=m.embed_size, hidden_size=m.hidden_size,
                          num_layers=m.num_layers, cell=m.cell, mogrifier_rounds=m.mogrifier_rounds,
                          mogrifier_rank=m.mogrifier_rank, residual=m.residual, layer_norm=m.layer_norm,
-                         dropout=m.dropout, embed_dropout=m.embed_dropout,
+                         dropout=m.dropout, embed_dropout=m.embed_dropout, hidden_dropout=m.hidden_dropout,
+                         locked_dropout=m.locked_dropout, embed_row_dropout=m.embed_row_dropout,
+                         weight_drop=m.weight_drop, hidden_sizes=tuple(m.hidden_sizes),
                          tie_weights=m.tie_weights, init_scale=m.init_scale, matmul_dtype=m.matmul_dtype,
                          speed=fast.Speed.from_config(config.speed))
 

@@ -7,6 +7,10 @@ epochs by `LearningRateController` and written into the optimizer state through
   * zaremba: lr * decay ** max(epoch + 1 - decay_start_epoch, 0) (Zaremba et al. 2014);
   * plateau: multiply by decay whenever validation loss does not improve (the
     PyTorch word_language_model example divides by 4).
+
+Averaging (`train.averaging`, Polyak & Juditsky 1992; Merity et al. 2018's NT-ASGD) keeps the mean of
+the iterates in the train state (`average`), updated after every step once it is on; `Averaging` is
+the host's trigger, whose history goes into checkpoint meta like the learning-rate controller's.
 """
 
 from __future__ import annotations
@@ -30,9 +34,12 @@ def make_optimizer(train_config, total_steps: int) -> optax.GradientTransformati
         raise UserError(f"train.learning_rate must be positive, got {c.learning_rate}")
     learning_rate = step_schedule(c, total_steps)
 
+    def l2(tx):  # sgd and adam: weight_decay * params added to the (clipped) gradient, as torch's weight_decay
+        return optax.chain(optax.add_decayed_weights(c.weight_decay), tx) if c.weight_decay > 0 else tx
+
     builders = {
-        "sgd": lambda learning_rate: optax.sgd(learning_rate, momentum=c.momentum or None),
-        "adam": lambda learning_rate: optax.adam(learning_rate),
+        "sgd": lambda learning_rate: l2(optax.sgd(learning_rate, momentum=c.momentum or None)),
+        "adam": lambda learning_rate: l2(optax.adam(learning_rate)),
         "adamw": lambda learning_rate: optax.adamw(learning_rate, weight_decay=c.weight_decay),
     }
     if c.optimizer not in builders:
@@ -141,8 +148,11 @@ class LearningRateController:
         return {"rate": self.rate, "best_valid_loss": best}
 
 
-def apply_gradients(tx, grads, opt_state, params, loss_sum, skip_nonfinite: bool):
+def apply_gradients(tx, grads, opt_state, params, loss_sum, skip_nonfinite: bool, scale=None):
     """One Optax update with the non-finite guard both train steps share.
+
+    scale: the update times this, which is the learning rate times it for every optimizer here (each
+    update is linear in the rate: sgd with or without momentum, adam, adamw's decay included).
 
     Returns (params, opt_state, grad_norm, finite): `finite` says the loss and
     the gradient norm were finite; with skip_nonfinite a non-finite step leaves
@@ -151,9 +161,81 @@ def apply_gradients(tx, grads, opt_state, params, loss_sum, skip_nonfinite: bool
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss_sum) & jnp.isfinite(grad_norm)
     updates, new_opt_state = tx.update(grads, opt_state, params)
+    if scale is not None:
+        updates = jax.tree_util.tree_map(lambda u: u * scale.astype(u.dtype), updates)
     new_params = optax.apply_updates(params, updates)
     if skip_nonfinite:
         keep = lambda new, old: jnp.where(finite, new, old)
         new_params = jax.tree_util.tree_map(keep, new_params, params)
         new_opt_state = jax.tree_util.tree_map(keep, new_opt_state, opt_state)
     return new_params, new_opt_state, grad_norm, finite
+
+
+# --- iterate averaging ------------------------------------------------------------------------
+
+AVERAGING = ("none", "nonmono", "always")
+
+
+def initial_average(params, mode: str):
+    """The train state's `average` for `train.averaging`: None without, else the running mean (a copy of
+    the parameters until the first averaged step), the number of averaged iterates, and whether it is on."""
+    if mode == "none":
+        return None
+    return {"params": jax.tree_util.tree_map(jnp.copy, params), "count": jnp.zeros((), jnp.int32),
+            "on": jnp.asarray(mode == "always")}
+
+
+def update_average(average, params, finite=True):
+    """The mean of the iterates after every step since averaging began, one step later. As torch's ASGD
+    with t0=0, lambd=0 (AWD-LSTM's): the first averaged step's parameters, then a running mean."""
+    add = average["on"] & finite
+    count = average["count"] + add.astype(jnp.int32)
+    weight = jnp.where(add, 1.0 / jnp.maximum(count, 1).astype(jnp.float32), 0.0)
+    mean = jax.tree_util.tree_map(lambda a, p: a + weight.astype(a.dtype) * (p - a), average["params"], params)
+    return {"params": mean, "count": count, "on": average["on"]}
+
+
+def evaluation_params(state):
+    """What evaluation, "best" selection, eval and generate read: the average once it holds an iterate."""
+    average = getattr(state, "average", None)
+    if average is None:
+        return state.params
+    use = average["count"] > 0
+    return jax.tree_util.tree_map(lambda a, p: jnp.where(use, a, p), average["params"], state.params)
+
+
+@dataclasses.dataclass
+class Averaging:
+    """The host's averaging trigger. `nonmono` is AWD-LSTM's code (main.py; its authors confirm the code,
+    not the paper's Algorithm 1, in awd-lstm-lm #13 and #73): at an epoch's validation, switch on when more
+    than `nonmono` validations are logged and this one is worse than the best of all but the last
+    `nonmono` of them; the current one joins the history after the test, and only before the switch."""
+
+    mode: str
+    nonmono: int
+    history: list = dataclasses.field(default_factory=list)
+    started_step: int | None = None
+
+    @classmethod
+    def from_config(cls, train_config, saved: dict | None = None):
+        averaging = cls(train_config.averaging, train_config.nonmono)
+        if saved:
+            averaging.history, averaging.started_step = list(saved["history"]), saved["started_step"]
+        return averaging
+
+    def should_start(self, valid_loss: float, step: int) -> bool:
+        """Record an epoch's validation loss; True once, when `nonmono` averaging is to switch on now."""
+        if self.mode != "nonmono" or self.started_step is not None:
+            return False
+        start = len(self.history) > self.nonmono and valid_loss > min(self.history[:-self.nonmono])
+        self.history.append(valid_loss)
+        if start:
+            self.started_step = step
+        return start
+
+    def to_dict(self) -> dict:
+        return {"history": list(self.history), "started_step": self.started_step}
+
+
+def start_averaging(average):
+    return {**average, "on": jnp.asarray(True)}

@@ -110,11 +110,15 @@ def scan_linear(cell: Cell, params, carry, gx, mask=None, *, reverse=False, pert
     return (final,), ys
 
 
-def dropout(rng, rate: float, x):
-    """Inverted dropout; a no-op when rng is None or rate is 0 (evaluation)."""
+def dropout(rng, rate: float, x, locked: bool = False):
+    """Inverted dropout; a no-op when rng is None or rate is 0 (evaluation).
+
+    locked: x is time-major [T, B, D] and one mask per stream, [1, B, D], serves every time step
+    (variational dropout, Gal & Ghahramani 2016; AWD-LSTM's LockedDropout).
+    """
     if rng is None or rate == 0.0:
         return x
-    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+    keep = jax.random.bernoulli(rng, 1.0 - rate, (1,) + x.shape[1:] if locked else x.shape)
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
@@ -127,7 +131,8 @@ def layer_norm(params, x, eps: float = 1e-5):
 
 
 def run_stack(cell: Cell, layers, carries, xs, mask=None, *, reverse_layers=(), reverse_carries=(), dropout_rate=0.0,
-              rng=None, unroll=1, probe: Probe | None = None, scan=scan_layer, norms=(), residual=False):
+              rng=None, unroll=1, probe: Probe | None = None, scan=scan_layer, norms=(), residual=False,
+              locked=False):
     """Stacked layers, dropout on the input of every layer above the first (Zaremba et al. 2014).
 
     Args:
@@ -140,6 +145,7 @@ def run_stack(cell: Cell, layers, carries, xs, mask=None, *, reverse_layers=(), 
       norms: per layer {"scale", "bias"}: the layer reads `layer_norm` of its input (pre-norm).
       residual: a layer whose output is as wide as its input adds its input (on real steps: padding
         outputs stay zero), y = x + layer(x), as the minGRU paper's language model.
+      locked: the dropout between layers keeps one mask per stream across the window (`dropout`).
     Returns:
       (final carries, ys [T, B, H] of the top layer, or [T, B, 2H] bidirectional); with reverse layers the
       first item is (forward carries, backward carries); with a recording probe a third item lists
@@ -148,7 +154,7 @@ def run_stack(cell: Cell, layers, carries, xs, mask=None, *, reverse_layers=(), 
     finals, reverse_finals, recorded = [], [], []
     for depth, (params, carry) in enumerate(zip(layers, carries)):
         if depth > 0 and rng is not None:
-            xs = dropout(jax.random.fold_in(rng, depth), dropout_rate, xs)
+            xs = dropout(jax.random.fold_in(rng, depth), dropout_rate, xs, locked)
         hooks = {}
         if probe is not None:
             hooks = {"record": probe.record, "perturbation": probe.perturbation if probe.layer == depth else None}
@@ -170,6 +176,7 @@ def run_stack(cell: Cell, layers, carries, xs, mask=None, *, reverse_layers=(), 
     return (carries, xs, recorded) if probe is not None and probe.record else (carries, xs)
 
 
-def initial_carry(cell: Cell, num_layers: int, batch_size: int, hidden_size: int, dtype=jnp.float32):
-    """Zero state for a stack: one carry per layer."""
-    return tuple(cell.init_carry(batch_size, hidden_size, dtype) for _ in range(num_layers))
+def initial_carry(cell: Cell, num_layers: int, batch_size: int, hidden_size, dtype=jnp.float32):
+    """Zero state for a stack: one carry per layer; `hidden_size` one width for all, or one per layer."""
+    sizes = (hidden_size,) * num_layers if isinstance(hidden_size, int) else tuple(hidden_size)
+    return tuple(cell.init_carry(batch_size, size, dtype) for size in sizes)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlm import sharding
+from rnnlm import optim, sharding
 from rnnlm.cells import cell_of
 from rnnlm.checkpoint import Checkpoints
 from rnnlm.errors import UserError
@@ -24,6 +24,7 @@ class TrainState:
     params: Any
     opt_state: Any
     rng: jax.Array  # raw uint32 key; dropout uses fold_in(rng, step)
+    average: Any = None  # train.averaging: {"params": mean of the iterates, "count", "on"} (`rnnlm.optim`)
 
 
 def seed_keys(seed: int):
@@ -37,15 +38,18 @@ def initial_params(model, seed: int):
     return init_params(model, seed_keys(seed)[0])
 
 
-def create_train_state(model, tx, seed: int, mesh) -> TrainState:
+def create_train_state(model, tx, seed: int, mesh, averaging: str = "none", params=None) -> TrainState:
+    """A run's first state: `seed`'s initial parameters (or `params`, a finetune's start), the optimizer's
+    state, the dropout key and, with `averaging`, the average (`rnnlm.optim.initial_average`)."""
     init_key, dropout_key = seed_keys(seed)
 
-    def init():
-        params = init_params(model, init_key)
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=dropout_key)
+    def init(start):
+        params = init_params(model, init_key) if start is None else start
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=dropout_key,
+                          average=optim.initial_average(params, averaging))
 
     # Built directly with replicated shardings: no host copy of the parameters.
-    return jax.jit(init, out_shardings=sharding.replicated(mesh))()
+    return jax.jit(init, out_shardings=sharding.replicated(mesh))(params)
 
 
 EXPORTED = "model.safetensors"  # `rnnlm export`: the parameters of one step, beside config.json and tokenizer.json
@@ -83,8 +87,8 @@ def train_bytes(model, tx, batch_shape) -> dict:
     opt_state = jax.eval_shape(tx.init, params)
     cell = cell_of(model)
     directions = 2 if getattr(model, "bidirectional", False) else 1
-    per_token = model.embed_size + model.num_layers * directions * (
-        cell.gates + cell.carry_arity + 1) * model.hidden_size
+    widths = getattr(model, "layer_sizes", (model.hidden_size,) * model.num_layers)
+    per_token = model.embed_size + directions * (cell.gates + cell.carry_arity + 1) * sum(widths)
     rows, length = batch_shape
     return {"parameters": _tree_bytes(params), "gradients": _tree_bytes(params), "optimizer": _tree_bytes(opt_state),
             "activations": 4 * rows * length * per_token}

@@ -59,11 +59,15 @@ def train_step(state: TrainState, carry, batch, *, loss_fn, tx, skip_nonfinite: 
     dropout_rng = jax.random.fold_in(state.rng, state.step)
     (_, (new_carry, sums)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, carry, batch,
                                                                               dropout_rng)
+    # A drawn window's update is scaled by its length / bptt (AWD-LSTM's learning-rate scaling).
+    scale = jnp.mean(batch["lr_scale"]) if "lr_scale" in batch else None
     params, opt_state, grad_norm, finite = optim.apply_gradients(tx, grads, state.opt_state, state.params,
-                                                                 sums["nll_sum"], skip_nonfinite)
+                                                                 sums["nll_sum"], skip_nonfinite, scale)
     if skip_nonfinite:
         new_carry = jax.tree_util.tree_map(lambda new, old: jnp.where(finite, new, old), new_carry, carry)
     state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    if state.average is not None:
+        state = state.replace(average=optim.update_average(state.average, params, finite))
     metrics = {name: jnp.where(finite, value, 0.0) for name, value in sums.items()}
     metrics.update(grad_norm=jnp.where(finite, grad_norm, 0.0), steps=jnp.int32(1),
                    nonfinite=(~finite).astype(jnp.int32), first_nonfinite_step=jnp.where(finite, NO_STEP, state.step))
@@ -171,6 +175,7 @@ def _train_and_evaluate(config, workdir: pathlib.Path, held: contextlib.ExitStac
     total_steps = train_config.max_steps or train_config.epochs * steps_per_epoch
     tx = optim.make_optimizer(train_config, total_steps)
     check_fits(task.model, tx, task.batch_shape)
+    start_params = finetune_start(config, workdir, task)
 
     # 2. The run's files.
     make_workdir(workdir)
@@ -181,9 +186,10 @@ def _train_and_evaluate(config, workdir: pathlib.Path, held: contextlib.ExitStac
         task.save_files()
 
     # 3. Model, optimizer, state.
-    state = create_train_state(task.model, tx, config.seed, mesh)
+    state = create_train_state(task.model, tx, config.seed, mesh, train_config.averaging, start_params)
     carry = task.initial_carry()
     controller = optim.LearningRateController.from_config(train_config)
+    averaging = optim.Averaging.from_config(train_config)
     log = MetricLog(workdir / "metrics.jsonl", enabled=is_writer)
     checkpoints = Checkpoints(workdir, keep=train_config.keep_checkpoints)
 
@@ -195,6 +201,7 @@ def _train_and_evaluate(config, workdir: pathlib.Path, held: contextlib.ExitStac
         epoch, seconds = meta["epoch"], meta["train_seconds"]
         position = meta.get("position", meta.get("window", meta.get("batch")))  # older runs: per-task names
         controller = optim.LearningRateController.from_config(train_config, meta["lr"])
+        averaging = optim.Averaging.from_config(train_config, meta.get("averaging"))
         pending = PendingMetrics(meta.get("pending"))
         finished = _finished_results(workdir, step) if (
             epoch >= train_config.epochs or stop_reason(config, step, seconds)) else None
@@ -225,7 +232,7 @@ def _train_and_evaluate(config, workdir: pathlib.Path, held: contextlib.ExitStac
 
     def save(totals, valid_score=None):
         meta = {"epoch": epoch, "position": position, "train_seconds": seconds, "lr": controller.to_dict(),
-                "pending": totals}
+                "pending": totals, "averaging": averaging.to_dict()}
         checkpoints.save(step, state, carry, meta, valid_loss=valid_score)
 
     def check_finite(totals):
@@ -249,6 +256,7 @@ def _train_and_evaluate(config, workdir: pathlib.Path, held: contextlib.ExitStac
             if position == 0:
                 carry = task.initial_carry()
             batch_at = task.epoch(epoch)
+            steps_per_epoch = task.steps_in_epoch(epoch)  # drawn window lengths: each epoch its own count
             tick = pending.started = time.perf_counter()
             # The bar is cleared on any exit, so that an error prints on a line of its own.
             with tqdm.tqdm(total=steps_per_epoch, initial=position, desc=f"epoch {epoch + 1}/{train_config.epochs}",
@@ -281,7 +289,7 @@ def _train_and_evaluate(config, workdir: pathlib.Path, held: contextlib.ExitStac
                     if due:  # mid-epoch; epoch ends are saved below with the validation score
                         score = None
                         if stop and not stop.startswith("preempted"):  # the last parameters may be the best
-                            valid, valid_step = task.evaluate(state.params, "valid"), step
+                            valid, valid_step = task.evaluate(optim.evaluation_params(state), "valid"), step
                             log.write({"step": step, "epoch": epoch + position / steps_per_epoch, "split": "valid",
                                        **task.epoch_record(valid)})
                             score = task.selection_score(valid)
@@ -290,8 +298,12 @@ def _train_and_evaluate(config, workdir: pathlib.Path, held: contextlib.ExitStac
                         break
             if position == steps_per_epoch:
                 epoch, position = epoch + 1, 0
-                valid = task.evaluate(state.params, "valid")
+                valid = task.evaluate(optim.evaluation_params(state), "valid")
                 controller.end_epoch(valid["loss"])
+                if averaging.should_start(task.selection_score(valid), step):
+                    state = state.replace(average=optim.start_averaging(state.average))
+                    say(f"averaging: on from step {step} (validation did not improve on the best before the last "
+                        f"{train_config.nonmono} epochs)")
                 log.write({"step": step, "epoch": epoch, "split": "valid", **task.epoch_record(valid)})
                 say(f"epoch {epoch}: {task.describe_epoch(valid)}")
                 valid_step = step
@@ -310,9 +322,35 @@ def _train_and_evaluate(config, workdir: pathlib.Path, held: contextlib.ExitStac
         context = Context(step=step, epoch=epoch, position=position,
                           valid=valid if valid_step == step else None, best_step=best_step,
                           restore_params=functools.partial(_restore_params, workdir, state.params), log=log, say=say)
-        results = task.finish(state, context)
+        # Evaluation reads the average once it holds an iterate (`rnnlm.optim.evaluation_params`).
+        results = task.finish(state.replace(params=optim.evaluation_params(state)), context)
         log.close()
         return results
+
+
+def finetune_start(config, workdir: pathlib.Path, task):
+    """The parameters a fresh run with train.init_from starts from: that finished run's best checkpoint
+    (its average, where it averaged), as AWD-LSTM's finetune.py; read only, so its checkpoints stay as they
+    are. None without init_from, or when this run already has a checkpoint to resume."""
+    if not config.train.init_from:
+        return None
+    source = pathlib.Path(config.train.init_from).expanduser()
+    if source.resolve() == workdir.resolve():
+        raise UserError(f"train.init_from is this run's own workdir {workdir}; finetune into a new --workdir "
+                        f"(the original's checkpoints are kept as they are)")
+    if any((workdir / "checkpoints").glob("[0-9]*")):
+        return None  # resuming the finetune itself
+    from rnnlm.data.tokenizers import load_tokenizer
+    from rnnlm.state import load_params
+    if not (source / "checkpoints").is_dir() or not (source / "tokenizer.json").is_file():
+        raise UserError(f"train.init_from: no finished run in {source} (no checkpoints/ and tokenizer.json); "
+                        f"train it first, or point --config.train.init_from at one")
+    tokenizer = getattr(task, "tokenizer", None)
+    if tokenizer is not None and load_tokenizer(source / "tokenizer.json").to_dict() != tokenizer.to_dict():
+        raise UserError(f"train.init_from: {source} was trained with another vocabulary than this run's data gives")
+    params, step = load_params(source, task.model, "best")
+    print(f"finetune: starting from {source}, checkpoint {step} (best)")
+    return params
 
 
 def _finished_results(workdir, step: int) -> dict | None:

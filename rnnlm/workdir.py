@@ -31,7 +31,8 @@ from rnnlm.errors import UserError
 
 # Fields whose change makes an existing checkpoint meaningless or unloadable. The `speed` section
 # is not among them: it changes how the same function is computed, never its parameters.
-FROZEN_PREFIXES = ("task", "data.", "model.", "train.batch_size", "train.bptt", "train.optimizer", "train.loss")
+FROZEN_PREFIXES = ("task", "data.", "model.", "train.batch_size", "train.bptt", "train.optimizer", "train.loss",
+                   "train.variable_bptt", "train.averaging", "train.init_from")
 
 
 def check_writable(workdir: pathlib.Path) -> None:

@@ -26,30 +26,42 @@ from rnnlm.tasks.lm import Evaluator, window_loss  # noqa: E402
 from rnnlm.train import compile_train_step  # noqa: E402
 
 
-def run(num_devices: int, steps: int = 3) -> dict:
+def run(num_devices: int, steps: int = 3, awd: bool = False) -> dict:
+    """awd: AWD-LSTM's techniques on (locked dropouts, embedding rows, weight drop, AR/TAR, L2, averaging,
+    drawn window lengths with their masks and learning-rate scales): the same masks on every device."""
     config = base_config()
     config.model.update(cell="lstm", embed_size=16, hidden_size=16, num_layers=2, dropout=0.2, embed_dropout=0.1)
     config.train.update(batch_size=8, bptt=5, optimizer="adam", learning_rate=1e-2)
+    if awd:
+        config.model.update(hidden_sizes=(16, 16), locked_dropout=True, hidden_dropout=0.3, embed_row_dropout=0.1,
+                            weight_drop=0.5)
+        config.train.update(optimizer="sgd", learning_rate=1.0, weight_decay=1e-3, ar=2.0, tar=1.0, averaging="always")
     ids = np.random.default_rng(0).integers(0, 30, size=8 * 5 * steps + 1).astype(np.int32)
     mesh = sharding.make_mesh(num_devices)
     model = language_model_from_config(config, 30)
     tx = optim.make_optimizer(config.train, 100)
-    state = create_train_state(model, tx, seed=0, mesh=mesh)
+    state = create_train_state(model, tx, seed=0, mesh=mesh, averaging=config.train.averaging)
     carry = sharding.zeros_carry(model.initial_carry, 8, mesh)
     streams = make_streams(ids, 8, 5).rows(sharding.local_rows(8, mesh))
-    step = compile_train_step(functools.partial(window_loss, model, "token_mean"), tx, mesh, carry)
-    losses = []
+    loss = functools.partial(window_loss, model, "token_mean", ar=config.train.ar, tar=config.train.tar)
+    step = compile_train_step(loss, tx, mesh, carry)
+    losses, starts = [], np.cumsum([0, 5, 3, 4])
     for window in range(steps):
-        state, carry, metrics = step(state, carry, sharding.shard_batch(streams.window(window), mesh))
+        batch = streams.window(window)
+        if awd:  # drawn lengths 5, 3, 4, each padded to 5 steps
+            length = int(starts[window + 1] - starts[window])
+            batch = streams.span(int(starts[window]), length, 5)
+            batch["lr_scale"] = np.full(len(batch["tokens"]), length / 5, np.float32)
+        state, carry, metrics = step(state, carry, sharding.shard_batch(batch, mesh))
         losses.append(float(metrics["nll_sum"] / metrics["tokens"]))
         assert carry[0][0].sharding.is_equivalent_to(sharding.batch_sharded(mesh), 2)
     assert model.plan((8, 5)).wavefront
-    eval_loss = Evaluator(model, mesh, 8, 5)(state.params, ids[:8 * 5 * 2 + 1], char_level=False)["loss"]
-    params = [np.asarray(x).tolist() for x in jax.tree_util.tree_leaves(state.params)]
+    eval_loss = Evaluator(model, mesh, 8, 5)(optim.evaluation_params(state), ids[:8 * 5 * 2 + 1], char_level=False)["loss"]
+    params = [np.asarray(x).tolist() for x in jax.tree_util.tree_leaves((state.params, state.average))]
     carries = [np.asarray(x).tolist() for x in jax.tree_util.tree_leaves(carry)]
     return {"losses": losses, "eval_loss": eval_loss, "params": params, "carry": carries,
             "devices": [str(d) for d in carry[0][0].sharding.device_set]}
 
 
 if __name__ == "__main__":
-    json.dump({n: run(int(n)) for n in sys.argv[1:]}, sys.stdout)
+    json.dump({n: run(int(n.removeprefix("awd")), awd=n.startswith("awd")) for n in sys.argv[1:]}, sys.stdout)

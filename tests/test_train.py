@@ -139,16 +139,39 @@ def latest_checkpoint(workdir) -> int:
 
 @pytest.mark.slow
 def test_killed_and_preempted_runs_end_bitwise_equal_to_an_uninterrupted_one(case, tmp_path):
+    interrupt_and_compare(case, tmp_path, (signal.SIGKILL, signal.SIGKILL, signal.SIGTERM, signal.SIGINT))
+
+
+AWD = ["--config.model.locked_dropout=True", "--config.model.weight_drop=0.3", "--config.model.embed_row_dropout=0.1",
+       "--config.model.hidden_dropout=0.1", "--config.train.ar=2", "--config.train.tar=1",
+       "--config.train.averaging=always", "--config.train.variable_bptt=True", "--config.train.optimizer=sgd",
+       "--config.train.learning_rate=1.0", "--config.train.weight_decay=1e-4"]
+
+
+@pytest.mark.slow
+def test_a_killed_awd_run_with_averaging_and_drawn_windows_ends_bitwise_equal(tmp_path):
+    """AWD-LSTM's techniques on, the average kept from the first step, window lengths drawn: SIGKILLs at
+    random steps, and the resumed run ends with the same history and the same (averaged) parameters."""
+    case = TaskCase("lm", tmp_path)
+    (tmp_path / "pigs.txt").write_text(TEXT)
+    interrupt_and_compare(case, tmp_path, (signal.SIGKILL, signal.SIGKILL, signal.SIGKILL), AWD)
+    records = history(tmp_path / "reference", {"train"})
+    assert all("ar" in r and "tar" in r for r in records)
+
+
+def interrupt_and_compare(case, tmp_path, signals, extra=()):
+    """Run `case.cli` once through, and once interrupted by `signals` at random steps and resumed: the
+    histories and final parameters are equal, and rerunning the finished run changes nothing."""
     reference = tmp_path / "reference"
-    out = subprocess.run(case.cli(reference), cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(case.cli(reference, *extra), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
 
     interrupted = tmp_path / "interrupted"
     rng = random.Random(0)
     kills = 0
-    for sig in (signal.SIGKILL, signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
-        proc = subprocess.Popen(case.cli(interrupted), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+    for sig in signals:
+        proc = subprocess.Popen(case.cli(interrupted, *extra), cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
         # Somewhere in the next ~100 of the ~300 steps (5 epochs), after any resume.
         wait_for_step(interrupted, latest_checkpoint(interrupted) + rng.randrange(3, 100), proc)
         proc.send_signal(sig)  # SIGKILL leaves the workdir's lock behind in no form: the next process takes it
@@ -160,14 +183,14 @@ def test_killed_and_preempted_runs_end_bitwise_equal_to_an_uninterrupted_one(cas
         elif sig == signal.SIGKILL and proc.returncode == -signal.SIGKILL:
             kills += 1
     assert kills >= 2  # the run was really interrupted (not finished before the signal)
-    out = subprocess.run(case.cli(interrupted), cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(case.cli(interrupted, *extra), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
 
     assert history(interrupted) == history(reference)
     for a, b in zip(params_of(interrupted), params_of(reference)):
         np.testing.assert_array_equal(a, b)
     # Rerunning the finished run changes nothing and says so.
-    again = subprocess.run(case.cli(interrupted), cwd=REPO, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(case.cli(interrupted, *extra), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "the run is complete" in again.stdout, again.stderr[-2000:]
     assert history(interrupted) == history(reference)
 
@@ -274,3 +297,44 @@ def test_a_new_cell_resumes_bitwise_equal_to_an_uninterrupted_run(tmp_path, cell
     assert history(tmp_path / "resumed", {"train"}) == history(tmp_path / "straight", {"train"})
     for a, b in zip(params_of(tmp_path / "resumed"), params_of(tmp_path / "straight")):
         np.testing.assert_array_equal(a, b)
+
+
+def _tree_digest(folder: pathlib.Path) -> dict:
+    import hashlib
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_finetune_starts_from_the_best_checkpoint_and_leaves_the_original_alone(tmp_path):
+    """AWD-LSTM's finetune.py as train.init_from: the new run's first parameters are the original's best
+    (averaged) ones, averaging is on from its first step, the original's files are not touched; its own
+    workdir, a missing run and another vocabulary are one-line errors before anything is written."""
+    case = TaskCase("lm", tmp_path)
+    (tmp_path / "pigs.txt").write_text(TEXT)
+    original = tmp_path / "original"
+    train_lib.train_and_evaluate(case.config(max_steps=10, averaging="always", epochs=2), original)
+    before = _tree_digest(original / "checkpoints")
+    best = load_run(original, "best").params
+
+    config = case.config(max_steps=10, averaging="always", init_from=str(original))
+    task = lm.LanguageModelTask(config, tmp_path / "tuned", train_lib.sharding.make_mesh())
+    start = train_lib.finetune_start(config, tmp_path / "tuned", task)
+    for a, b in zip(jax.tree_util.tree_leaves(start), jax.tree_util.tree_leaves(best)):
+        np.testing.assert_array_equal(a, b)
+    results = train_lib.train_and_evaluate(config, tmp_path / "tuned")
+    assert results["step"] == 10 and np.isfinite(results["test"]["loss"])
+    assert _tree_digest(original / "checkpoints") == before
+
+    # Its own workdir: the saved config (no init_from) refuses it first.
+    for init_from, workdir, message in [(original, original, "use another --workdir"),
+                                        (tmp_path / "nothing", tmp_path / "a", "no finished run in"),
+                                        (original, tmp_path / "b", "another vocabulary")]:
+        bad = case.config(max_steps=10, averaging="always", init_from=str(init_from))
+        if message == "another vocabulary":
+            (tmp_path / "other.txt").write_text(TEXT.upper())
+            bad.data.corpus = str(tmp_path / "other.txt")
+        with pytest.raises(UserError, match=message):
+            train_lib.train_and_evaluate(bad, workdir)
+        assert workdir == original or not workdir.exists()
+    assert _tree_digest(original / "checkpoints") == before

@@ -8,6 +8,12 @@ split is scored exactly once and none is dropped, unlike the usual reshape that
 discards up to B - 1 + (n mod T) tokens; eval perplexity is therefore over the
 whole split.
 
+With `variable_lengths` (AWD-LSTM's variable-length BPTT) an epoch's windows
+have drawn lengths instead, tiling each stream's real columns once
+(`Streams.span`): each is padded up to a multiple of a bucket with masked,
+zero-weight cells, so a handful of shapes compile, and the mask keeps the
+carry at the window's real end.
+
 Windows are numpy arrays on the host; the train loop shards them onto devices.
 """
 
@@ -38,6 +44,24 @@ class Streams:
         cut = slice(index * self.bptt, (index + 1) * self.bptt)
         return {"tokens": self.tokens[:, cut], "targets": self.targets[:, cut], "weights": self.weights[:, cut]}
 
+    @property
+    def columns(self) -> int:
+        """Columns holding real pairs: the longest stream's (the grid's padding comes after them)."""
+        return int(self.weights.sum(axis=1).max()) if len(self.weights) else 0
+
+    def span(self, start: int, length: int, padded: int) -> dict[str, np.ndarray]:
+        """Columns [start, start + length) as a window of `padded` >= length steps: the extra steps are
+        masked (mask False: the carry is kept, the output is zero) and weigh 0."""
+        def cut(values, fill):
+            out = np.full((values.shape[0], padded), fill, values.dtype)
+            piece = values[:, start:start + length]
+            out[:, :piece.shape[1]] = piece
+            return out
+        mask = np.zeros((self.tokens.shape[0], padded), bool)
+        mask[:, :length] = True
+        return {"tokens": cut(self.tokens, 0), "targets": cut(self.targets, 0),
+                "weights": cut(self.weights, 0.0) * mask, "mask": mask}
+
     def rows(self, rows: slice) -> "Streams":
         """A subset of the streams: one process's share in a multi-host run."""
         return Streams(self.tokens[rows], self.targets[rows], self.weights[rows], self.bptt)
@@ -65,3 +89,16 @@ def make_streams(ids: np.ndarray, batch_size: int, bptt: int) -> Streams:
         weights=grid(np.ones(pairs, np.float32), 0.0),
         bptt=bptt,
     )
+
+
+def variable_lengths(rng: np.random.Generator, bptt: int, columns: int, max_extra: int = 20) -> np.ndarray:
+    """One epoch's window lengths, drawn as AWD-LSTM's main.py draws them: the mean is bptt with
+    probability 0.95, else bptt / 2; the length is int(normal(mean, 5)), at least 5, at most
+    bptt + max_extra; the last window takes what is left, so the windows tile `columns` exactly."""
+    lengths, used = [], 0
+    while used < columns:
+        mean = bptt if rng.random() < 0.95 else bptt / 2.0
+        length = min(max(5, int(rng.normal(mean, 5))), bptt + max_extra, columns - used)
+        lengths.append(length)
+        used += length
+    return np.asarray(lengths, np.int64)

@@ -11,6 +11,8 @@ checked its data without writing anything. The loop then asks it, by these names
                               the training objective of one batch; `sums` holds `nll_sum` (summed
                               negative log-likelihood) and the task's counts, summed into log records
     epoch(epoch)              a function position -> this process's rows of that batch
+    steps_in_epoch(epoch)     that epoch's steps (steps_per_epoch unless its batches vary, e.g. drawn
+                              window lengths)
     start(state, log)         a fresh run's first actions (none for most tasks)
     describe(parameters)      the lines printed when training starts
     train_metrics(totals)     a train log record's task fields, from the summed `sums`
@@ -46,6 +48,7 @@ class Task:
     def loss(self, params, carry, batch, rng): ...
     def epoch(self, epoch: int) -> Callable[[int], dict]: ...
     def start(self, state, log): return state
+    def steps_in_epoch(self, epoch: int) -> int: return self.steps_per_epoch
     def describe(self, parameters: int) -> list[str]: ...
     def train_metrics(self, totals: dict) -> dict: ...
     def evaluate(self, params, split: str) -> dict: ...

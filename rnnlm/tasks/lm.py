@@ -22,7 +22,7 @@ import numpy as np
 
 from rnnlm import loss as reference_loss
 from rnnlm import sharding
-from rnnlm.data.batching import make_streams
+from rnnlm.data.batching import make_streams, variable_lengths
 from rnnlm.data.tokenizers import load_tokenizer
 from rnnlm.errors import UserError
 from rnnlm.fast import decoder_loss
@@ -34,6 +34,13 @@ from rnnlm.tasks.base import Context, Run, Task
 from rnnlm.workdir import load_data, prepare_data, save_data
 
 NAME = "lm"
+VARIABLE_EXTRA = 20  # variable-length BPTT: a window is at most train.bptt + this long
+LENGTHS_STREAM = 0xB977  # the window lengths' own random stream, apart from the parameters' and dropout's
+
+
+def padded_length(length: int, bucket: int) -> int:
+    """A drawn window's compiled length: `length` rounded up to a multiple of `bucket`."""
+    return -(-length // bucket) * bucket
 
 
 def window_nll(model, params, features, targets, weights, *, train: bool):
@@ -44,16 +51,40 @@ def window_nll(model, params, features, targets, weights, *, train: bool):
     return reference_loss.window_nll(model, params, features, targets, weights)
 
 
-def window_loss(model, loss_scale: str, params, carry, batch, rng):
-    """(loss, (carry for the next window, {"nll_sum", "tokens"})) of one [B, T] training window."""
-    features, new_carry = model.apply({"params": params}, batch["tokens"], carry, train=True,
-                                      rngs={"dropout": rng}, method=model.features)
+def activation_penalties(raw, dropped, weights, ar: float, tar: float) -> dict:
+    """AWD-LSTM's AR and TAR of a window (Merity et al. 2018, section 4.6) from the top layer's outputs,
+    time-major [T, B, H], before (`raw`) and after (`dropped`) their dropout; weights [B, T] leave out
+    the grid's padding. ar * mean(dropped^2) and tar * mean((raw_t - raw_{t-1})^2), each over its
+    real positions and the H units: {"ar": ..., "tar": ...} for those that are on."""
+    w = weights.T[:, :, None].astype(jnp.float32)  # [T, B, 1]
+    width = raw.shape[-1]
+    out = {}
+    if ar:
+        out["ar"] = ar * jnp.sum(w * jnp.square(dropped)) / (jnp.maximum(w.sum(), 1.0) * width)
+    if tar:
+        pairs = w[1:] * w[:-1]
+        out["tar"] = tar * jnp.sum(pairs * jnp.square(raw[1:] - raw[:-1])) / (jnp.maximum(pairs.sum(), 1.0) * width)
+    return out
+
+
+def window_loss(model, loss_scale: str, params, carry, batch, rng, *, ar: float = 0.0, tar: float = 0.0):
+    """(loss, (carry for the next window, {"nll_sum", "tokens"} and "ar"/"tar" when on)) of one [B, T]
+    training window; AR and TAR (`activation_penalties`) join the training loss only."""
+    out = model.apply({"params": params}, batch["tokens"], carry, batch.get("mask"), train=True,
+                      rngs={"dropout": rng}, method=model.features, with_top=bool(ar or tar))
+    features, new_carry = out[:2]
     weights = batch["weights"]
     nll_sum = window_nll(model, params, features, batch["targets"], weights, train=True)
     count = weights.sum()
     # time_sum: sum over time, mean over streams, the scale Zaremba et al.'s lr = 1 expects.
     denominator = weights.shape[0] if loss_scale == "time_sum" else jnp.maximum(count, 1.0)
-    return nll_sum / denominator, (new_carry, {"nll_sum": nll_sum, "tokens": count})
+    sums = {"nll_sum": nll_sum, "tokens": count}
+    loss = nll_sum / denominator
+    if ar or tar:
+        penalties = activation_penalties(*out[2], weights, ar, tar)
+        loss = loss + sum(penalties.values())
+        sums.update(penalties)
+    return loss, (new_carry, sums)
 
 
 def eval_step(params, carry, batch, *, model):
@@ -109,12 +140,15 @@ class LanguageModelTask(Task):
         self.char_level = self.tokenizer.kind == "char"
         self.model = language_model_from_config(config, self.tokenizer.vocab_size)
         train = config.train
-        self.streams = make_streams(self.ids["train"], train.batch_size, train.bptt).rows(
-            sharding.local_rows(train.batch_size, mesh))
-        self.steps_per_epoch = self.streams.num_windows
-        self.batch_shape = (train.batch_size // mesh.devices.size, train.bptt)
+        streams = make_streams(self.ids["train"], train.batch_size, train.bptt)
+        self.columns = streams.columns  # of all streams, so every process draws the same windows
+        self.streams = streams.rows(sharding.local_rows(train.batch_size, mesh))
+        self._lengths = {}
+        self.steps_per_epoch = self.steps_in_epoch(0) if train.variable_bptt else self.streams.num_windows
+        longest = padded_length(train.bptt + VARIABLE_EXTRA, train.bptt_bucket) if train.variable_bptt else train.bptt
+        self.batch_shape = (train.batch_size // mesh.devices.size, longest)
         self.evaluator = Evaluator(self.model, mesh, config.eval.batch_size, config.eval.bptt or train.bptt)
-        self.loss = functools.partial(window_loss, self.model, train.loss)
+        self.loss = functools.partial(window_loss, self.model, train.loss, ar=train.ar, tar=train.tar)
 
     def save_files(self):
         if not self._cached:
@@ -124,8 +158,31 @@ class LanguageModelTask(Task):
     def initial_carry(self):
         return sharding.zeros_carry(self.model.initial_carry, self.config.train.batch_size, self.mesh)
 
+    def window_lengths(self, epoch) -> np.ndarray:
+        """An epoch's drawn window lengths (train.variable_bptt): a function of the seed and the epoch
+        alone, so a resumed run draws the same ones and its position indexes them."""
+        if epoch not in self._lengths:
+            self._lengths = {epoch: variable_lengths(np.random.default_rng([self.config.seed, epoch, LENGTHS_STREAM]),
+                                                     self.config.train.bptt, self.columns, VARIABLE_EXTRA)}
+        return self._lengths[epoch]
+
+    def steps_in_epoch(self, epoch):
+        return len(self.window_lengths(epoch)) if self.config.train.variable_bptt else self.steps_per_epoch
+
     def epoch(self, epoch):
-        return self.streams.window  # the same streams every epoch; the carry is reset at its start
+        train = self.config.train
+        if not train.variable_bptt:
+            return self.streams.window  # the same streams every epoch; the carry is reset at its start
+        lengths = self.window_lengths(epoch)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+
+        def batch_at(index):
+            length = int(lengths[index])
+            batch = self.streams.span(int(starts[index]), length, padded_length(length, train.bptt_bucket))
+            # AWD-LSTM scales the learning rate by length / bptt: the step's update is scaled (`rnnlm.optim`).
+            batch["lr_scale"] = np.full(len(batch["tokens"]), length / train.bptt, np.float32)
+            return batch
+        return batch_at
 
     def describe(self, parameters):
         return [f"rnnlm: {self.config.name}: {self.tokenizer.kind} tokens, vocab {self.tokenizer.vocab_size:,}, "
@@ -133,7 +190,11 @@ class LanguageModelTask(Task):
                 f"{parameters:,} parameters, {self.mesh.devices.size} device(s); workdir {self.workdir}"]
 
     def train_metrics(self, totals):
-        return summarize(totals["nll_sum"], totals["tokens"], self.char_level)
+        metrics = summarize(totals["nll_sum"], totals["tokens"], self.char_level)
+        for name in ("ar", "tar"):  # per step, apart from the NLL
+            if name in totals:
+                metrics[name] = totals[name] / max(totals["steps"] - totals["nonfinite"], 1)
+        return metrics
 
     def evaluate(self, params, split):
         return score_split(self.evaluator, params, self.ids[split], self.char_level, self.units[split])
