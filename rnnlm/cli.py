@@ -121,6 +121,28 @@ def _generate(args, rest):
             print(text)
 
 
+def _score(args, rest):
+    _no_extra(rest)
+    import json
+    import sys
+    from rnnlm.config import load_config
+    from rnnlm.runs import load_run
+    from rnnlm.workdir import existing_run
+    if load_config(existing_run(args.workdir) / "config.json").get("task", "lm") != "lm":
+        raise UserError(f"{args.workdir} holds a classifier; score needs a language model run (task=lm)")
+    if args.text_file == "-":
+        text = sys.stdin.read()
+    else:
+        from rnnlm.data.text import read_text
+        text = read_text(args.text_file)
+    lines = text.splitlines()
+    if not lines:
+        raise UserError(f"{args.text_file}: no lines to score")
+    run = load_run(args.workdir, args.checkpoint)
+    for record in run.score(lines, carry=args.carry, per_token=args.per_token):
+        print(json.dumps(record, ensure_ascii=False))
+
+
 def _compare(args, rest):
     _no_extra(rest)
     from rnnlm.plots import training_curves
@@ -316,6 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-samples", type=_positive(int), default=1, help="independent samples, drawn as one batch")
     gen.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
     gen.set_defaults(func=_generate)
+
+    score = commands.add_parser("score", help="each line's log-probability under a saved language model (JSONL)")
+    score.add_argument("--workdir", required=True, help="a run directory written by rnnlm train")
+    score.add_argument("--text-file", required=True, help="the text, one item per line; - reads standard input")
+    score.add_argument("--carry", action="store_true",
+                       help="one stream, the state carried across lines (eval's totals); default: each line alone")
+    score.add_argument("--per-token", action="store_true", help="also every token's surprisal in bits")
+    score.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
+    score.set_defaults(func=_score)
 
     predict = commands.add_parser("predict", help="label sentences with a saved classifier run")
     predict.add_argument("--workdir", required=True, help="a run directory written by rnnlm train")

@@ -257,6 +257,13 @@ class LanguageModelRun(Run):
         return sample_text(self.model, self.params, self.tokenizer, prompt, length=length, temperature=temperature,
                            top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples)
 
+    def score(self, lines: list[str], carry: bool = False, per_token: bool = False) -> list[dict]:
+        """Each line's log-probability (natural log), token count, perplexity and, with `per_token`, every
+        token's surprisal in bits; lines alone from the start of a line, or `carry`: as one stream, with
+        eval's totals (`rnnlm.scoring`)."""
+        from rnnlm.scoring import score_lines
+        return score_lines(self.model, self.params, self.tokenizer, list(lines), carry=carry, per_token=per_token)
+
     def generate_stream(self, prompt: str = "", length: int = 300, temperature: float = 0.8, top_k: int = 0,
                         top_p: float = 1.0, seed: int = 0, num_samples: int = 1):
         """The same texts as `generate`, in pieces as they are sampled (`rnnlm.sampling.sample_stream`)."""
