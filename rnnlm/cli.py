@@ -91,10 +91,31 @@ def _train(args, rest):
     print(f"next: rnnlm eval --workdir {workdir} --split test ; rnnlm {then.format(workdir)}")
 
 
+DYNAMIC_FLAGS = ("rule", "lr", "decay", "eps", "bptt", "batch_size")
+
+
 def _eval(args, rest):
     _no_extra(rest)
     from rnnlm.runs import load_run
+    given = {name: getattr(args, f"dynamic_{name}") for name in DYNAMIC_FLAGS}
+    if (args.tune or any(v is not None for v in given.values())) and not args.dynamic:
+        raise UserError("the dynamic evaluation options (--tune, --dynamic-*) need --dynamic")
+    if args.dynamic:
+        from rnnlm.config import load_config
+        from rnnlm.workdir import existing_run
+        if load_config(existing_run(args.workdir) / "config.json").get("task", "lm") != "lm":
+            raise UserError(f"--dynamic adapts a language model to the text it scores; {args.workdir} holds a "
+                            f"classifier")
     run = load_run(args.workdir, args.checkpoint)
+    if args.dynamic:
+        from rnnlm.dynamic_eval import Settings
+        Settings.from_config(run.config.eval, run.workdir, **given)  # bad settings fail before any work
+        metrics = run.evaluate_dynamic(args.split, tune=args.tune, **given)
+        from rnnlm.metrics import describe
+        s = metrics["settings"]
+        print(f"{args.split}, dynamic ({s['rule']}, lr {s['lr']:g}, decay {s['decay']:g}, window {s['bptt']}, "
+              f"{s['batch_size']} stream(s)): {describe(metrics, run.tokenizer.kind)} (step {run.step}, {args.workdir})")
+        return
     metrics = run.evaluate(args.split)
     if run.task == "classify":
         from rnnlm.tasks.classify import format_confusion
@@ -325,6 +346,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--workdir", required=True, help="a run directory written by rnnlm train")
     evaluate.add_argument("--split", default="test", choices=("train", "valid", "test"), help="the split scored")
     evaluate.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
+    evaluate.add_argument("--dynamic", action="store_true",
+                          help="dynamic evaluation: a gradient step after each window is scored (eval.dynamic_*)")
+    evaluate.add_argument("--dynamic-rule", choices=("rms", "sgd"), help="the update rule (default eval.dynamic_rule)")
+    evaluate.add_argument("--dynamic-lr", type=float, help="its learning rate")
+    evaluate.add_argument("--dynamic-decay", type=float, help="lambda, the pull toward the trained parameters")
+    evaluate.add_argument("--dynamic-eps", type=float, help="rms: eps")
+    evaluate.add_argument("--dynamic-bptt", type=int, help="tokens per window (and per step)")
+    evaluate.add_argument("--dynamic-batch-size", type=int, help="streams adapted together")
+    evaluate.add_argument("--tune", action="store_true",
+                          help="with --dynamic: choose lr and decay on valid first (eval.dynamic_grid_*); "
+                               "saved beside the run as dynamic_eval.json")
     evaluate.set_defaults(func=_eval)
 
     gen = commands.add_parser("generate", help="sample text from a saved run")

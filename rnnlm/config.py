@@ -117,6 +117,18 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 10  # streams when scoring valid/test (the state flows through each stream)
     c.eval.bptt = 0  # window when scoring; 0 = train.bptt
+    # Dynamic evaluation (`rnnlm eval --dynamic`, rnnlm/dynamic_eval.py); defaults: Krause et al. 2018's.
+    c.eval.dynamic_rule = "rms"  # "rms": Krause et al.'s RMS-normalised step, decay scaled per parameter | "sgd"
+    c.eval.dynamic_lr = 5e-5  # learning rate of the step taken after each window is scored
+    c.eval.dynamic_decay = 2e-3  # lambda: pull back toward the trained parameters per step
+    c.eval.dynamic_eps = 2e-5  # rms: added to the gradient's root mean square before dividing
+    c.eval.dynamic_bptt = 5  # window length: one step per this many tokens of every stream
+    c.eval.dynamic_batch_size = 1  # streams adapted together (Krause et al.: 1, the text in order)
+    c.eval.dynamic_stat_tokens = 100_000  # rms: training tokens whose gradients give the RMS; 0 = all of train
+    c.eval.dynamic_stat_batch_size = 20  # rms: streams of those training windows
+    c.eval.dynamic_grid_lr = (2e-5, 5e-5, 1e-4)  # --tune: learning rates tried (x dynamic_bptt / 5, as Krause)
+    c.eval.dynamic_grid_decay = (1e-3, 2e-3, 5e-3)  # --tune: decays tried (x dynamic_bptt / 5)
+    c.eval.dynamic_tune_tokens = 10_000  # --tune: the prefix of valid the grid is scored on
 
     c.sample = ml_collections.ConfigDict()
     c.sample.prompt = ""  # text the model reads before sampling; "" = start of a line

@@ -242,14 +242,45 @@ class LanguageModelRun(Run):
         _, ids = prepare_data(self.config, self.workdir)
         evaluator = Evaluator(self.model, sharding.make_mesh(), self.config.eval.batch_size,
                               self.config.eval.bptt or self.config.train.bptt)
+        return score_split(evaluator, self.params, ids[split], self.tokenizer.kind == "char", self._units(split))
+
+    def _units(self, split):
         try:  # the split's text once (then data/units.json); without the corpus, per token only
             units = split_units(self.config, self.workdir, self.tokenizer)
             write_units(self.workdir, units)
-            units = units[split]
+            return units[split]
         except UserError as e:
             logging.warning("no per-word metrics: %s", e)
-            units = None
-        return score_split(evaluator, self.params, ids[split], self.tokenizer.kind == "char", units)
+            return None
+
+    def evaluate_dynamic(self, split: str = "test", tune: bool = False, say=print, **settings) -> dict:
+        """`evaluate` with dynamic evaluation (`rnnlm.dynamic_eval`): settings from the config's eval
+        section, a choice saved beside the run, then `settings` (rule, lr, decay, eps, bptt, batch_size,
+        stat_tokens, stat_batch_size; None = unset). With `tune`, (lr, decay) are first chosen on a prefix
+        of valid from the eval.dynamic_grid_* grid and saved beside the run. The run's checkpoints are
+        only read."""
+        from rnnlm import dynamic_eval
+        chosen = dynamic_eval.Settings.from_config(self.config.eval, self.workdir, **settings)
+        _, ids = prepare_data(self.config, self.workdir)
+        mesh, char_level = sharding.make_mesh(), self.tokenizer.kind == "char"
+        sharding.check_batch_size(chosen.batch_size, mesh, "the dynamic evaluation batch size")
+        ms = None
+        if chosen.rule == "rms":
+            say(f"dynamic evaluation: gradient statistics on {chosen.stat_tokens or len(ids['train']):,} training tokens")
+            ms = dynamic_eval.gradient_statistics(self.model, self.params, ids["train"], chosen, mesh)
+        if tune:
+            scale, e = chosen.bptt / 5.0, self.config.eval
+            tokens = e.dynamic_tune_tokens
+            chosen, rows = dynamic_eval.tune(self.model, self.params, ids["valid"], chosen, mesh, char_level, ms,
+                                             [x * scale for x in e.dynamic_grid_lr],
+                                             [x * scale for x in e.dynamic_grid_decay], tokens, say)
+            say(f"dynamic evaluation: chose lr {chosen.lr:g}, decay {chosen.decay:g}; wrote "
+                f"{dynamic_eval.save_choice(self.workdir, chosen, rows, tokens)}")
+        metrics = dynamic_eval.dynamic_evaluate(self.model, self.params, ids[split], chosen, mesh, char_level, ms)
+        units = self._units(split)
+        if units is not None:
+            metrics = with_per_unit_metrics(metrics, len(ids[split]) - 1, units)
+        return metrics
 
     def generate(self, prompt: str = "", length: int = 300, temperature: float = 0.8, top_k: int = 0,
                  top_p: float = 1.0, seed: int = 0, num_samples: int = 1) -> list[str]:
