@@ -92,29 +92,48 @@ def _train(args, rest):
 
 
 DYNAMIC_FLAGS = ("rule", "lr", "decay", "eps", "bptt", "batch_size")
+CACHE_FLAGS = {"window": "cache_window", "theta": "cache_theta", "lam": "cache_lambda"}
 
 
 def _eval(args, rest):
     _no_extra(rest)
     from rnnlm.runs import load_run
-    given = {name: getattr(args, f"dynamic_{name}") for name in DYNAMIC_FLAGS}
-    if (args.tune or any(v is not None for v in given.values())) and not args.dynamic:
-        raise UserError("the dynamic evaluation options (--tune, --dynamic-*) need --dynamic")
-    if args.dynamic:
+    dynamic = {name: getattr(args, f"dynamic_{name}") for name in DYNAMIC_FLAGS}
+    cached = {name: getattr(args, flag) for name, flag in CACHE_FLAGS.items()}
+    if any(v is not None for v in dynamic.values()) and not args.dynamic:
+        raise UserError("the --dynamic-* options need --dynamic")
+    if any(v is not None for v in cached.values()) and not args.cache:
+        raise UserError("the --cache-* options need --cache")
+    if args.tune and not (args.dynamic or args.cache):
+        raise UserError("--tune chooses the settings of --dynamic or --cache; give one of them")
+    if args.tune and args.dynamic and args.cache:
+        raise UserError("--tune one method at a time (--dynamic or --cache); then combine their saved choices")
+    if args.dynamic or args.cache:
         from rnnlm.config import load_config
         from rnnlm.workdir import existing_run
         if load_config(existing_run(args.workdir) / "config.json").get("task", "lm") != "lm":
-            raise UserError(f"--dynamic adapts a language model to the text it scores; {args.workdir} holds a "
-                            f"classifier")
+            flag = "--dynamic" if args.dynamic else "--cache"
+            raise UserError(f"{flag} is for language models; {args.workdir} holds a classifier")
     run = load_run(args.workdir, args.checkpoint)
-    if args.dynamic:
-        from rnnlm.dynamic_eval import Settings
-        Settings.from_config(run.config.eval, run.workdir, **given)  # bad settings fail before any work
-        metrics = run.evaluate_dynamic(args.split, tune=args.tune, **given)
+    if args.dynamic or args.cache:
+        from rnnlm import cache, dynamic_eval
         from rnnlm.metrics import describe
-        s = metrics["settings"]
-        print(f"{args.split}, dynamic ({s['rule']}, lr {s['lr']:g}, decay {s['decay']:g}, window {s['bptt']}, "
-              f"{s['batch_size']} stream(s)): {describe(metrics, run.tokenizer.kind)} (step {run.step}, {args.workdir})")
+        parts = []
+        if args.cache:  # bad settings fail before any work
+            chosen = cache.Settings.from_config(run.config.eval, run.workdir, **cached)
+        if args.dynamic:
+            dynamic_eval.Settings.from_config(run.config.eval, run.workdir, **dynamic)
+            metrics = run.evaluate_dynamic(args.split, tune=args.tune, cache=chosen if args.cache else None, **dynamic)
+            s = metrics["settings"]
+            parts.append(f"dynamic ({s['rule']}, lr {s['lr']:g}, decay {s['decay']:g}, window {s['bptt']}, "
+                         f"{s['batch_size']} stream(s))")
+        else:
+            metrics = run.evaluate_cache(args.split, tune=args.tune, **cached)
+        if args.cache:
+            c = metrics.get("cache", metrics["settings"])
+            parts.append(f"cache (window {c['window']}, theta {c['theta']:g}, lambda {c['lam']:g})")
+        print(f"{args.split}, {' + '.join(parts)}: {describe(metrics, run.tokenizer.kind)} "
+              f"(step {run.step}, {args.workdir})")
         return
     metrics = run.evaluate(args.split)
     if run.task == "classify":
@@ -354,9 +373,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dynamic-eps", type=float, help="rms: eps")
     evaluate.add_argument("--dynamic-bptt", type=int, help="tokens per window (and per step)")
     evaluate.add_argument("--dynamic-batch-size", type=int, help="streams adapted together")
+    evaluate.add_argument("--cache", action="store_true",
+                          help="mix the model with the continuous cache of recent states (eval.cache_*)")
+    evaluate.add_argument("--cache-window", type=int, help="positions held per stream")
+    evaluate.add_argument("--cache-theta", type=float, help="attention weights exp(theta h_t . h_i)")
+    evaluate.add_argument("--cache-lambda", type=float, help="the cache's share of the mixture, in [0, 1]")
     evaluate.add_argument("--tune", action="store_true",
-                          help="with --dynamic: choose lr and decay on valid first (eval.dynamic_grid_*); "
-                               "saved beside the run as dynamic_eval.json")
+                          help="with --dynamic (lr, decay) or --cache (theta, lambda): choose them on valid first "
+                               "(eval.dynamic_grid_*, eval.cache_grid_*); saved beside the run")
     evaluate.set_defaults(func=_eval)
 
     gen = commands.add_parser("generate", help="sample text from a saved run")

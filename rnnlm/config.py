@@ -128,7 +128,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.dynamic_stat_batch_size = 20  # rms: streams of those training windows
     c.eval.dynamic_grid_lr = (2e-5, 5e-5, 1e-4)  # --tune: learning rates tried (x dynamic_bptt / 5, as Krause)
     c.eval.dynamic_grid_decay = (1e-3, 2e-3, 5e-3)  # --tune: decays tried (x dynamic_bptt / 5)
-    c.eval.dynamic_tune_tokens = 10_000  # --tune: the prefix of valid the grid is scored on
+    c.eval.dynamic_tune_tokens = 10_000  # --tune: the prefix of valid the grid is scored on (also the cache's)
+    # The continuous cache (`rnnlm eval --cache`, rnnlm/cache.py; Grave et al. 2017).
+    c.eval.cache_window = 500  # positions of each stream held: (top-layer output, the token that followed)
+    c.eval.cache_theta = 0.6  # attention weights exp(theta * h_t . h_i)
+    c.eval.cache_lambda = 0.1  # p = (1 - lambda) p_model + lambda p_cache
+    c.eval.cache_grid_theta = (0.2, 0.6, 1.0)  # --tune: thetas tried
+    c.eval.cache_grid_lambda = (0.05, 0.1, 0.2)  # --tune: lambdas tried
 
     c.sample = ml_collections.ConfigDict()
     c.sample.prompt = ""  # text the model reads before sampling; "" = start of a line

@@ -23,19 +23,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import pathlib
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from rnnlm import sharding
 from rnnlm.data.batching import make_streams
 from rnnlm.errors import UserError
 from rnnlm.metrics import summarize
 
-SETTINGS_FILE = "dynamic_eval.json"
+SETTINGS_NAME = "dynamic_eval"  # the tuned choice beside the run: dynamic_eval.json
+SETTINGS_FILE = f"{SETTINGS_NAME}.json"
 RULES = ("sgd", "rms")
 
 
@@ -70,10 +68,9 @@ class Settings:
     def from_config(cls, eval_config, workdir=None, **overrides) -> "Settings":
         """The run's eval.dynamic_* fields, then a tuned choice saved beside the run, then `overrides`
         (the command line's flags; None = not given)."""
+        from rnnlm.workdir import read_tuned
         fields = {f.name: eval_config[f"dynamic_{f.name}"] for f in dataclasses.fields(cls)}
-        if workdir is not None and (pathlib.Path(workdir) / SETTINGS_FILE).exists():
-            chosen = json.loads((pathlib.Path(workdir) / SETTINGS_FILE).read_text())["chosen"]
-            fields.update({k: v for k, v in chosen.items() if k in fields})
+        fields.update({k: v for k, v in read_tuned(workdir, SETTINGS_NAME).items() if k in fields})
         fields.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**fields).check()
 
@@ -132,11 +129,37 @@ def _adapt_step(model, params, initial, carry, batch, ms, rates, lr, decay, eps,
     return params, carry, nll, count
 
 
+@functools.partial(jax.jit, static_argnames=("model", "rule"), donate_argnums=(1, 3, 9))
+def _adapt_cache_step(model, params, initial, carry, batch, ms, rates, lr, decay, cache, eps, theta, lam, *, rule):
+    """`_adapt_step` with the continuous cache: the window is scored by the mixture (`rnnlm.cache.mix`)
+    of the current parameters' model and the cache; the step follows the model's own NLL."""
+    from rnnlm.cache import mix
+
+    def loss(params, carry):
+        features, carry, (top, _) = model.apply({"params": params}, batch["tokens"], carry, train=True,
+                                                method=model.features, with_top=True)
+        logits = model.apply({"params": params}, features, method=model.decode)
+        logp = jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1),
+                                   batch["targets"][..., None], axis=-1)[..., 0]
+        count = batch["weights"].sum()
+        return -jnp.sum(logp * batch["weights"]) / jnp.maximum(count, 1.0), (carry, jnp.swapaxes(top, 0, 1), logp, count)
+
+    grads, (carry, top, logp, count) = jax.grad(loss, has_aux=True)(params, carry)
+    cache, mixed = mix(cache, jax.lax.stop_gradient(top), logp, batch["targets"], batch["weights"], theta, lam)
+    if rule == "rms":
+        update = lambda p, p0, g, m, r: p - lr * g / (m + eps) + decay * r * (p0 - p)
+        params = jax.tree_util.tree_map(update, params, initial, grads, ms, rates)
+    else:
+        params = jax.tree_util.tree_map(lambda p, p0, g: p - lr * g + decay * (p0 - p), params, initial, grads)
+    return params, carry, cache, -jnp.sum(mixed * batch["weights"]), count
+
+
 def dynamic_evaluate(model, params, ids, settings: Settings, mesh, char_level: bool, ms=None,
-                     max_tokens: int = 0, per_window: bool = False) -> dict:
+                     max_tokens: int = 0, per_window: bool = False, cache=None) -> dict:
     """The split `ids` scored with dynamic evaluation: summarize()'s metrics (per token), the settings,
     and "tokens". `ms`: `gradient_statistics` (needed by the rms rule); max_tokens: score only a prefix;
-    per_window: also "window_nll", each window's summed NLL in order."""
+    per_window: also "window_nll", each window's summed NLL in order; cache: `rnnlm.cache.Settings`, the
+    windows scored by the model mixed with the continuous cache (the steps follow the model's own NLL)."""
     sharding.check_batch_size(settings.batch_size, mesh, "the dynamic evaluation batch size")
     if settings.rule == "rms" and ms is None:
         raise ValueError("the rms rule needs the gradient statistics ms")
@@ -150,15 +173,25 @@ def dynamic_evaluate(model, params, ids, settings: Settings, mesh, char_level: b
     rates = decay_rates(ms, settings.decay) if settings.rule == "rms" else ms
     lr, decay, eps = (jnp.float32(v) for v in (settings.lr, settings.decay, settings.eps))
     nll_sum, tokens, windows = jnp.zeros(()), jnp.zeros(()), []
+    if cache is not None:
+        from rnnlm.cache import empty
+        held = empty(settings.batch_size, cache.window, model.layer_sizes[-1])
+        theta, lam = jnp.float32(cache.theta), jnp.float32(cache.lam)
     for index in range(streams.num_windows):
-        copy, carry, nll, count = _adapt_step(model, copy, params, carry,
-                                              sharding.shard_batch(streams.window(index), mesh), ms, rates,
-                                              lr, decay, eps, rule=settings.rule)
+        batch = sharding.shard_batch(streams.window(index), mesh)
+        if cache is None:
+            copy, carry, nll, count = _adapt_step(model, copy, params, carry, batch, ms, rates, lr, decay, eps,
+                                                  rule=settings.rule)
+        else:
+            copy, carry, held, nll, count = _adapt_cache_step(model, copy, params, carry, batch, ms, rates, lr,
+                                                              decay, held, eps, theta, lam, rule=settings.rule)
         nll_sum, tokens = nll_sum + nll, tokens + count
         if per_window:
             windows.append(nll)
     out = {**summarize(float(nll_sum), float(tokens), char_level), "tokens": float(tokens),
            "settings": dataclasses.asdict(settings)}
+    if cache is not None:
+        out["cache"] = dataclasses.asdict(cache)
     if per_window:
         out["window_nll"] = [float(x) for x in windows]
     return out
@@ -180,10 +213,7 @@ def tune(model, params, valid_ids, base: Settings, mesh, char_level: bool, ms, l
     return dataclasses.replace(base, lr=best["lr"], decay=best["decay"]), rows
 
 
-def save_choice(workdir, settings: Settings, rows: list[dict], tokens: int) -> pathlib.Path:
+def save_choice(workdir, settings: Settings, rows: list[dict], tokens: int):
     """Write the tuned settings beside the run (never into its checkpoints)."""
-    from rnnlm.workdir import write_atomically
-    path = pathlib.Path(workdir) / SETTINGS_FILE
-    record = {"chosen": dataclasses.asdict(settings), "selected_on": f"valid[:{tokens}]", "grid": rows}
-    write_atomically(path, (json.dumps(record, indent=2) + "\n").encode())
-    return path
+    from rnnlm.workdir import write_tuned
+    return write_tuned(workdir, SETTINGS_NAME, dataclasses.asdict(settings), rows, f"valid[:{tokens}]")

@@ -107,6 +107,21 @@ def write_atomically(path: pathlib.Path, payload: bytes) -> None:
     os.replace(tmp.name, path)
 
 
+def write_tuned(workdir, name: str, chosen: dict, rows: list[dict], selected_on: str) -> pathlib.Path:
+    """An evaluation method's settings chosen on validation data, beside the run as `<name>.json` (its
+    checkpoints are never touched): {"chosen", "selected_on", "grid"}."""
+    path = pathlib.Path(workdir) / f"{name}.json"
+    record = {"chosen": chosen, "selected_on": selected_on, "grid": rows}
+    write_atomically(path, (json.dumps(record, indent=2) + "\n").encode())
+    return path
+
+
+def read_tuned(workdir, name: str) -> dict:
+    """The settings `write_tuned` saved beside the run, or {}."""
+    path = pathlib.Path(workdir) / f"{name}.json" if workdir is not None else None
+    return json.loads(path.read_text())["chosen"] if path is not None and path.exists() else {}
+
+
 def reconcile_config(config, workdir: pathlib.Path, write: bool = True) -> None:
     """Write config.json for a new run, or check a rerun's config against the saved one."""
     path = workdir / "config.json"

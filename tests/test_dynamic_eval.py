@@ -140,4 +140,5 @@ def test_the_command_tunes_saves_and_refuses_bad_input(char_run):
     (char_run / dynamic_eval.SETTINGS_FILE).unlink()  # the session's shared run stays as it was
     bad = rnnlm("--dynamic", "--dynamic-decay=1.5")
     assert bad.returncode == 2 and bad.stderr.strip() == "rnnlm: error: dynamic evaluation: the decay must be in [0, 1), got 1.5"
-    assert rnnlm("--tune").stderr.strip().endswith("need --dynamic")
+    assert rnnlm("--tune").stderr.strip().endswith("give one of them")
+    assert rnnlm("--dynamic-lr=1").stderr.strip() == "rnnlm: error: the --dynamic-* options need --dynamic"

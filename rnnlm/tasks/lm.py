@@ -253,12 +253,31 @@ class LanguageModelRun(Run):
             logging.warning("no per-word metrics: %s", e)
             return None
 
-    def evaluate_dynamic(self, split: str = "test", tune: bool = False, say=print, **settings) -> dict:
+    def evaluate_cache(self, split: str = "test", tune: bool = False, say=print, **settings) -> dict:
+        """`evaluate` with the continuous cache (`rnnlm.cache`): window, theta, lam from the config's eval
+        section, a choice saved beside the run (cache.json), then `settings`; with `tune`, (theta, lam) are
+        first chosen on a prefix of valid (eval.cache_grid_*) and saved beside the run. Also "model_loss",
+        the same pass without the cache."""
+        from rnnlm import cache
+        chosen = cache.Settings.from_config(self.config.eval, self.workdir, **settings)
+        _, ids = prepare_data(self.config, self.workdir)
+        e, mesh, char_level = self.config.eval, sharding.make_mesh(), self.tokenizer.kind == "char"
+        bptt = e.bptt or self.config.train.bptt
+        if tune:
+            chosen, rows = cache.tune(self.model, self.params, ids["valid"], chosen, mesh, e.batch_size, bptt, char_level,
+                                      e.cache_grid_theta, e.cache_grid_lambda, e.dynamic_tune_tokens, say)
+            path = cache.save_choice(self.workdir, chosen, rows, e.dynamic_tune_tokens)
+            say(f"cache: chose theta {chosen.theta:g}, lambda {chosen.lam:g}; wrote {path}")
+        metrics = cache.cache_evaluate(self.model, self.params, ids[split], chosen, mesh, e.batch_size, bptt, char_level)
+        units = self._units(split)
+        return with_per_unit_metrics(metrics, len(ids[split]) - 1, units) if units is not None else metrics
+
+    def evaluate_dynamic(self, split: str = "test", tune: bool = False, say=print, cache=None, **settings) -> dict:
         """`evaluate` with dynamic evaluation (`rnnlm.dynamic_eval`): settings from the config's eval
         section, a choice saved beside the run, then `settings` (rule, lr, decay, eps, bptt, batch_size,
         stat_tokens, stat_batch_size; None = unset). With `tune`, (lr, decay) are first chosen on a prefix
-        of valid from the eval.dynamic_grid_* grid and saved beside the run. The run's checkpoints are
-        only read."""
+        of valid from the eval.dynamic_grid_* grid and saved beside the run. `cache`: a `rnnlm.cache.Settings`,
+        dynamic evaluation and the cache together. The run's checkpoints are only read."""
         from rnnlm import dynamic_eval
         chosen = dynamic_eval.Settings.from_config(self.config.eval, self.workdir, **settings)
         _, ids = prepare_data(self.config, self.workdir)
@@ -276,7 +295,8 @@ class LanguageModelRun(Run):
                                              [x * scale for x in e.dynamic_grid_decay], tokens, say)
             say(f"dynamic evaluation: chose lr {chosen.lr:g}, decay {chosen.decay:g}; wrote "
                 f"{dynamic_eval.save_choice(self.workdir, chosen, rows, tokens)}")
-        metrics = dynamic_eval.dynamic_evaluate(self.model, self.params, ids[split], chosen, mesh, char_level, ms)
+        metrics = dynamic_eval.dynamic_evaluate(self.model, self.params, ids[split], chosen, mesh, char_level, ms,
+                                                cache=cache)
         units = self._units(split)
         if units is not None:
             metrics = with_per_unit_metrics(metrics, len(ids[split]) - 1, units)
