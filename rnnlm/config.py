@@ -66,6 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.embed_row_dropout = 0.0  # lm: drop whole embedding rows (word types), one mask per window (AWD's dropoute)
     c.model.weight_drop = 0.0  # lm: DropConnect on every layer's recurrent matrix w_h, one mask per window (AWD's wdrop)
     c.model.tie_weights = False  # share embedding and softmax weights
+    c.model.mos_components = 0  # lm: K > 0 = a mixture of K softmaxes (Yang et al. 2018), latents of width embed_size
     c.model.init_scale = 0.0  # U(-s, s) init for all weights; 0 = per-part defaults (1/sqrt(H) for cells)
     c.model.matmul_dtype = "float32"  # "bfloat16": bf16 matmuls, float32 accumulation and state (~2x on AVX512-BF16 CPUs)
     c.model.num_classes = 0  # classify: output classes; 0 = the number of labels in train
@@ -312,7 +313,10 @@ def _validate_regularisation(config) -> None:
                         f"got {t.bptt}")
     if t.bptt_bucket < 1:
         raise UserError(f"train.bptt_bucket must be positive, got {t.bptt_bucket}")
-    lm_only = {"model.hidden_sizes": m.hidden_sizes != (), "train.variable_bptt": t.variable_bptt, "model.hidden_dropout": m.hidden_dropout != -1,
+    if m.mos_components < 0:
+        raise UserError(f"model.mos_components must not be negative (0 = one plain softmax), got {m.mos_components}")
+    lm_only = {"model.hidden_sizes": m.hidden_sizes != (), "train.variable_bptt": t.variable_bptt,
+               "model.mos_components": m.mos_components != 0, "model.hidden_dropout": m.hidden_dropout != -1,
                "model.locked_dropout": m.locked_dropout, "model.embed_row_dropout": m.embed_row_dropout != 0,
                "model.weight_drop": m.weight_drop != 0, "train.ar": t.ar != 0, "train.tar": t.tar != 0}
     if config.task != "lm":

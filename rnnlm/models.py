@@ -87,6 +87,7 @@ class LanguageModel(nn.Module):
     weight_drop: float = 0.0  # DropConnect on every layer's w_h, one mask per window (AWD-LSTM's `wdrop`)
     hidden_sizes: tuple = ()  # one width per layer (AWD-LSTM: 1150, 1150, 400); () = hidden_size for all
     tie_weights: bool = False  # softmax weights = embedding matrix (Press & Wolf 2017)
+    mos_components: int = 0  # K > 0: a mixture of K softmaxes over tanh latents of width E (Yang et al. 2018)
     init_scale: float = 0.0  # U(-s, s) for every weight; 0 = each part's default
     matmul_dtype: str = "float32"  # "bfloat16": matmuls in bfloat16 with float32 accumulation
     speed: fast.Speed = fast.Speed()  # how to compute (fast paths, unrolling), never what
@@ -108,6 +109,15 @@ class LanguageModel(nn.Module):
             self.projection = self.param("projection", _uniform_init(self.init_scale or out_size ** -0.5),
                                          (out_size, self.embed_size))
             out_size = self.embed_size
+        if self.mos_components:
+            # Yang et al.'s decoder: a prior over K components and K latents tanh(h W_k + b_k) of the
+            # embedding's width, each read by the (tied or own) softmax weights.
+            k, width = self.mos_components, self.embed_size
+            self.mos_prior = self.param("mos_prior", _uniform_init(self.init_scale or out_size ** -0.5), (out_size, k))
+            self.mos_latent = self.param("mos_latent", _uniform_init(self.init_scale or out_size ** -0.5),
+                                         (out_size, k * width))
+            self.mos_latent_bias = self.param("mos_latent_bias", nn.initializers.zeros, (k * width,))
+            out_size = width
         if not self.tie_weights:
             self.decoder = self.param("decoder", _uniform_init(self.init_scale or out_size ** -0.5), (out_size, self.vocab_size))
         self.decoder_bias = self.param("decoder_bias", nn.initializers.zeros, (self.vocab_size,))
@@ -123,8 +133,9 @@ class LanguageModel(nn.Module):
 
     @property
     def projects(self) -> bool:
-        """Tied weights, and a top layer narrower or wider than the embedding: H -> E by `projection`."""
-        return self.tie_weights and self.layer_sizes[-1] != self.embed_size
+        """Tied weights, and a top layer narrower or wider than the embedding: H -> E by `projection` (a
+        mixture of softmaxes makes its latents of width E instead)."""
+        return self.tie_weights and self.layer_sizes[-1] != self.embed_size and not self.mos_components
 
     def initial_carry(self, batch_size: int):
         return initial_carry(cell_of(self), self.num_layers, batch_size, self.layer_sizes)
@@ -205,9 +216,19 @@ class LanguageModel(nn.Module):
         return self._cast(self.embedding.T if self.tie_weights else self.decoder), self.decoder_bias
 
     def decode(self, features):
-        """features [..., F] -> logits [..., V] (float32)."""
+        """features [..., F] -> logits [..., V] (float32). With a mixture of softmaxes these are the
+        mixture's log-probabilities, log sum_k pi_k softmax(latent_k @ weight + bias): a softmax of
+        them is the mixture, so sampling, scoring and the losses read them as logits."""
         weight, bias = self.decoder_weights()
-        return add_bias(self._matmul(self.plan())(features, weight), bias)
+        matmul = self._matmul(self.plan())
+        if not self.mos_components:
+            return add_bias(matmul(features, weight), bias)
+        k = self.mos_components
+        log_prior = jax.nn.log_softmax(matmul(features, self._cast(self.mos_prior)).astype(jnp.float32), axis=-1)
+        latent = jnp.tanh(add_bias(matmul(features, self._cast(self.mos_latent)), self.mos_latent_bias))
+        latent = latent.reshape(latent.shape[:-1] + (k, self.embed_size)).astype(features.dtype)
+        log_p = jax.nn.log_softmax(add_bias(matmul(latent, weight), bias).astype(jnp.float32), axis=-1)  # [..., K, V]
+        return jax.nn.logsumexp(log_p + log_prior[..., None], axis=-2)
 
     def _matmul(self, plan: fast.Plan):
         return precision.matmul if plan.low_precision_backward else cells.matmul
@@ -333,7 +354,7 @@ def language_model_from_config(config, vocab_size: int) -> LanguageModel:
                          dropout=m.dropout, embed_dropout=m.embed_dropout, hidden_dropout=m.hidden_dropout,
                          locked_dropout=m.locked_dropout, embed_row_dropout=m.embed_row_dropout,
                          weight_drop=m.weight_drop, hidden_sizes=tuple(m.hidden_sizes),
-                         tie_weights=m.tie_weights, init_scale=m.init_scale, matmul_dtype=m.matmul_dtype,
+                         tie_weights=m.tie_weights, mos_components=m.mos_components, init_scale=m.init_scale, matmul_dtype=m.matmul_dtype,
                          speed=fast.Speed.from_config(config.speed))
 
 

@@ -52,8 +52,16 @@ def window_nll(model, params, features, targets, weights, *, train: bool, chunk_
     """sum(weights * -log softmax(decode(features))[targets]) over a [B, T] window; features [B, T, F]."""
     budget = chunk_logits or (TRAIN_CHUNK_LOGITS if train else EVAL_CHUNK_LOGITS)
     batch, steps = targets.shape
-    chunks = min(steps, max(1, math.ceil(batch * steps * model.vocab_size / budget)))
+    components = max(getattr(model, "mos_components", 0), 1)
+    chunks = min(steps, max(1, math.ceil(batch * steps * model.vocab_size * components / budget)))
     parts = tuple(time_chunks(x, chunks) for x in (features, targets, weights))  # padding: weight 0
+    if components > 1 or getattr(model, "mos_components", 0):
+        # A mixture of softmaxes: each chunk's [c, B, K, V] made by the model's own decode and, under
+        # jax.checkpoint, made again in the backward pass instead of kept, so one chunk's lives at a time.
+        def mixture_nll(chunk):
+            f, t, w = chunk
+            return (token_nll(model.apply({"params": params}, f, method=model.decode), t) * w).sum()
+        return jax.lax.map(jax.checkpoint(mixture_nll), parts).sum()
     weight, bias = model.apply({"params": params}, method=model.decoder_weights)
     if weight.dtype != jnp.float32:
         def chunk_nll(chunk):

@@ -1,4 +1,5 @@
-"""The cost of AWD-LSTM's regularisation: the train step with and without it, in one process.
+"""The cost of AWD-LSTM's regularisation and of a mixture of softmaxes: the train step with and without
+them, in one process.
 
 Each variant is the loop's own `train_step` (`compile_train_step`, `window_loss`, the model of the
 config) on the same PTB-shaped windows (V = 10,000, B x T of the config), timed as medians of
@@ -9,13 +10,16 @@ interleaved repetitions of `--steps` steps each:
     awd_dropout   weight drop 0.5 and the three locked dropouts (0.4, 0.25, 0.4): the issue's pair
     awd_all       and embedding-row dropout 0.1, AR 2 and TAR 1
     awd_windows   awd_all on drawn window lengths (masked, padded to multiples of 8)
+    mos5, mos15   plain with a mixture of 5 or 15 softmaxes (issue 21)
 
-The goal (issue 20): awd_dropout at most 10% slower than plain. Prints a markdown table and writes
-JSON (`--out`).
+Goals: awd_dropout at most 10% slower than plain (issue 20); the mixtures' step time and memory
+against plain are reported (issue 21). Memory is XLA's temporary buffers of the compiled step
+(`memory_analysis().temp_size_in_bytes`: activations and scratch, not the parameters). Prints a
+markdown table and writes JSON (`--out`).
 
-    python experiments/benchmarks/awd_overhead.py                          # the cpu60 model: 2 layers, 800 and 400
-    python experiments/benchmarks/awd_overhead.py --sizes 1150,1150,400 --batch 20   # awd's PTB model
-    python experiments/benchmarks/awd_overhead.py --tiny                   # seconds
+    python experiments/benchmarks/train_step_options.py                 # the cpu60 model: 2 layers, 800 and 400
+    python experiments/benchmarks/train_step_options.py --sizes 1150,1150,400 --batch 20   # awd's PTB model
+    python experiments/benchmarks/train_step_options.py --tiny          # seconds
 """
 
 import argparse
@@ -43,6 +47,8 @@ VARIANTS = {
                               "weight_drop": 0.5}},
     "awd_all": {"model": {"dropout": 0.4, "embed_dropout": 0.4, "hidden_dropout": 0.25, "locked_dropout": True,
                           "weight_drop": 0.5, "embed_row_dropout": 0.1}, "train": {"ar": 2.0, "tar": 1.0}},
+    "mos5": {"model": {"mos_components": 5}},
+    "mos15": {"model": {"mos_components": 15}},
 }
 
 
@@ -69,7 +75,7 @@ def main():
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--out", default="awd_overhead.json")
+    parser.add_argument("--out", default="train_step_options.json")
     args = parser.parse_args()
     sizes, vocab = [int(n) for n in args.sizes.split(",")], 10_000
     if args.tiny:
@@ -95,11 +101,13 @@ def main():
     for name, overrides in {**VARIANTS, "awd_windows": VARIANTS["awd_all"]}.items():
         state, carry, step, mesh = build(sizes, args.batch, args.bptt, vocab, sizes[-1], overrides)
         batches = [sharding.shard_batch(w, mesh) for w in windows(name == "awd_windows")]
+        memory = step.lower(state, carry, batches[0]).compile().memory_analysis()
         for batch in batches:  # compile every shape outside the timing
             state, carry, _ = step(state, carry, batch)
         jax.block_until_ready(state.params)
         runs[name] = {"state": state, "carry": carry, "step": step, "batches": batches,
-                      "tokens": sum(float(np.asarray(b["weights"]).sum()) for b in batches), "times": []}
+                      "tokens": sum(float(np.asarray(b["weights"]).sum()) for b in batches), "times": [],
+                      "temp_mb": (memory.temp_size_in_bytes / 2**20) if memory is not None else float("nan")}
     for _ in range(args.reps):
         for run in runs.values():
             start = time.perf_counter()
@@ -108,17 +116,17 @@ def main():
             jax.block_until_ready(metrics)
             run["times"].append(time.perf_counter() - start)
     base = statistics.median(runs["plain"]["times"])
-    print(f"AWD regularisation overhead: layers {sizes}, V {vocab}, B {args.batch}, T {args.bptt}, "
+    print(f"Train step options: layers {sizes}, V {vocab}, B {args.batch}, T {args.bptt}, "
           f"{args.reps} interleaved repetitions of {args.steps} steps; {platform.processor() or platform.machine()}, "
           f"{jax.default_backend()}")
-    print("| variant | step (ms) | tokens/s | vs plain |\n|---|---:|---:|---:|")
+    print("| variant | step (ms) | tokens/s | vs plain | XLA temp (MB) |\n|---|---:|---:|---:|---:|")
     table = {}
     for name, run in runs.items():
         median = statistics.median(run["times"])
         table[name] = {"step_ms": 1e3 * median / args.steps, "tokens_per_sec": run["tokens"] / median,
-                       "relative": median / base}
+                       "relative": median / base, "temp_mb": run["temp_mb"]}
         print(f"| {name} | {table[name]['step_ms']:.1f} | {table[name]['tokens_per_sec']:,.0f} | "
-              f"{table[name]['relative']:.3f} |")
+              f"{table[name]['relative']:.3f} | {run['temp_mb']:,.0f} |")
     with open(args.out, "w") as f:
         json.dump({"sizes": sizes, "vocab": vocab, "batch": args.batch, "bptt": args.bptt, "reps": args.reps,
                    "steps": args.steps, "backend": jax.default_backend(), "variants": table}, f, indent=2)
