@@ -149,7 +149,16 @@ def _eval(args, rest):
 def _generate(args, rest):
     _no_extra(rest)
     from rnnlm.runs import load_run
+    if args.beam is None and args.length_penalty is not None:
+        raise UserError("--length-penalty is for beam search: give --beam N")
+    if args.beam is not None and (args.top_k or args.top_p != 1.0 or args.num_samples != 1):
+        raise UserError("--beam searches for the most likely text: it takes no --top-k, --top-p or --num-samples")
     run = load_run(args.workdir, args.checkpoint)
+    if args.beam is not None:
+        text, log_prob = run.generate_beam(args.prompt, args.length, args.beam, args.length_penalty or 0.0)
+        print(text)
+        print(f"(beam {args.beam}: log-probability {log_prob:.3f})", file=sys.stderr)
+        return
     pieces = run.generate_stream(args.prompt, args.length, args.temperature, args.top_k, args.top_p, args.seed,
                                  args.num_samples)
     if args.num_samples == 1:  # one text: printed as it is sampled
@@ -392,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float, default=1.0, help="nucleus mass; 1 = off")
     gen.add_argument("--seed", type=int, default=0, help="sampling seed: the same seed gives the same text")
     gen.add_argument("--num-samples", type=_positive(int), default=1, help="independent samples, drawn as one batch")
+    gen.add_argument("--beam", type=_positive(int), help="beam search of this width instead of sampling")
+    gen.add_argument("--length-penalty", type=float,
+                     help="beam: rank by log-probability / length ** this (default 0: the log-probability)")
     gen.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
     gen.set_defaults(func=_generate)
 

@@ -143,3 +143,66 @@ def sample_text(model, params, tokenizer, prompt: str = "", *, length: int, temp
     pieces = list(sample_stream(model, params, tokenizer, prompt, length=length, temperature=temperature,
                                 top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples))
     return ["".join(texts) for texts in zip(*pieces)]
+
+
+# --- beam search -------------------------------------------------------------------------------
+
+@functools.partial(jax.jit, static_argnames=("model", "length", "beam"))
+def beam_search(model, params, prompt, length_penalty, end_id, *, length: int, beam: int):
+    """The `beam` most likely continuations of one prompt [1, P], `length` tokens at most, in one jitted
+    `lax.scan`: (tokens [beam, length], log-probabilities [beam], lengths [beam], scores [beam]), best first.
+
+    Every step extends each live beam by every token and keeps the `beam` best totals. A beam that emits
+    `end_id` (-1: none) is finished: it is extended by `end_id` at no cost, its length frozen. The final
+    order is by score = log-probability / length ** length_penalty (0: the log-probability itself).
+    With beam 1 this is greedy decoding.
+    """
+    variables = {"params": params}
+    carry, token = _prime(model, variables, prompt)
+    carry = jax.tree_util.tree_map(lambda x: jnp.repeat(x, beam, axis=0), carry)
+    token = jnp.repeat(token, beam, axis=0)
+    vocab = model.vocab_size
+    totals = jnp.full((beam,), -jnp.inf).at[0].set(0.0)  # one live beam to start from
+    state = (carry, token, totals, jnp.zeros(beam, bool), jnp.zeros((beam, length), jnp.int32),
+             jnp.zeros(beam, jnp.int32))
+
+    def body(state, step):
+        carry, token, totals, finished, tokens, lengths = state
+        logits, carry = model.apply(variables, token[:, None], carry)
+        logp = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)
+        only_end = jnp.where(jnp.arange(vocab) == end_id, 0.0, -jnp.inf)
+        logp = jnp.where(finished[:, None], only_end[None], logp)
+        best, index = jax.lax.top_k((totals[:, None] + logp).reshape(-1), beam)
+        parent, word = index // vocab, (index % vocab).astype(jnp.int32)
+        carry = jax.tree_util.tree_map(lambda x: x[parent], carry)
+        was_finished = finished[parent]
+        tokens = tokens[parent].at[:, step].set(word)
+        lengths = lengths[parent] + (~was_finished).astype(jnp.int32)
+        return (carry, word, best, was_finished | (word == end_id), tokens, lengths), None
+
+    (_, _, totals, _, tokens, lengths), _ = jax.lax.scan(body, state, jnp.arange(length))
+    scores = totals / jnp.maximum(lengths, 1).astype(jnp.float32) ** length_penalty
+    order = jnp.argsort(-scores)
+    return tokens[order], totals[order], lengths[order], scores[order]
+
+
+def beam_text(model, params, tokenizer, prompt: str = "", *, length: int, beam: int, length_penalty: float = 0.0):
+    """Text in, text out: the prompt and its best continuation by beam search, and that continuation's
+    log-probability. The line end is the end token for word and SentencePiece tokenizers (a character
+    model has none: it writes `length` characters)."""
+    from rnnlm.errors import UserError
+    if beam < 1:
+        raise UserError(f"the beam width must be at least 1, got {beam}")
+    if beam > tokenizer.vocab_size:
+        raise UserError(f"the beam width must not exceed the vocabulary size {tokenizer.vocab_size}, got {beam}")
+    if not (math.isfinite(length_penalty) and length_penalty >= 0):
+        raise UserError(f"the length penalty must be a number >= 0, got {length_penalty}")
+    ids = tokenizer.encode(prompt, strict=True) if prompt else np.zeros(0, np.int32)
+    if len(ids) == 0:
+        ids = np.array([tokenizer.index.get("\n", tokenizer.index.get("<eos>", 0))], np.int32)
+    end = tokenizer.encode("\n")[0] if tokenizer.kind != "char" else -1
+    tokens, totals, lengths, _ = beam_search(model, params, jnp.asarray(ids[None]), jnp.float32(length_penalty),
+                                             jnp.int32(end), length=length, beam=beam)
+    best = np.asarray(tokens[0])[:int(lengths[0])]
+    glue = " " if tokenizer.kind == "word" and prompt and not prompt[-1].isspace() else ""
+    return prompt + glue + tokenizer.decode(best), float(totals[0])

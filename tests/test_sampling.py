@@ -127,3 +127,74 @@ def test_a_long_text_streams_in_chunks_that_continue_one_another(tiny_lm, word_t
 def test_bad_decoding_settings_are_one_line_errors(settings, message):
     with pytest.raises(UserError, match=re.escape(message)):
         sampling.check_settings(*settings, vocab_size=13)
+
+
+# --- beam search -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def beam_model():
+    model = LanguageModel(vocab_size=11, embed_size=6, hidden_size=8, num_layers=2)
+    return model, init_params(model, jax.random.PRNGKey(3))
+
+
+def sequence_log_prob(model, params, prompt, continuation):
+    """log p(continuation | prompt) read token by token from the logits of the whole text."""
+    ids = np.concatenate([prompt, continuation])
+    logits, _ = model.apply({"params": params}, jnp.asarray(ids[None, :-1]), model.initial_carry(1))
+    logp = np.asarray(jax.nn.log_softmax(logits[0].astype(jnp.float32), axis=-1), np.float64)
+    return float(sum(logp[len(prompt) - 1 + i, t] for i, t in enumerate(continuation)))
+
+
+def test_beam_one_is_greedy(beam_model):
+    model, params = beam_model
+    prompt = jnp.asarray([[1, 4, 2]], jnp.int32)
+    tokens, totals, lengths, _ = sampling.beam_search(model, params, prompt, jnp.float32(0.0), jnp.int32(-1),
+                                                      length=12, beam=1)
+    greedy = generate(model, params, prompt, jax.random.PRNGKey(0), 0.0, 1.0, length=12)
+    np.testing.assert_array_equal(tokens[0], greedy[0])
+    assert int(lengths[0]) == 12
+    np.testing.assert_allclose(float(totals[0]), sequence_log_prob(model, params, np.asarray(prompt[0]),
+                                                                   np.asarray(tokens[0])), rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_best_beam_is_never_less_likely_than_greedy(beam_model, seed):
+    model, params = beam_model
+    prompt = np.random.default_rng(seed).integers(0, 11, 3).astype(np.int32)
+    greedy = np.asarray(generate(model, params, jnp.asarray(prompt[None]), jax.random.PRNGKey(0), 0.0, 1.0,
+                                 length=10))[0]
+    tokens, totals, _, _ = sampling.beam_search(model, params, jnp.asarray(prompt[None]), jnp.float32(0.0),
+                                                jnp.int32(-1), length=10, beam=4)
+    best = sequence_log_prob(model, params, prompt, np.asarray(tokens[0]))
+    np.testing.assert_allclose(float(totals[0]), best, rtol=1e-5)  # the reported score is the text's
+    assert best >= sequence_log_prob(model, params, prompt, greedy) - 1e-5
+    assert (np.diff(np.asarray(totals)) <= 1e-6).all()  # best first
+
+
+def test_a_beam_stops_at_the_end_token(beam_model):
+    model, params = beam_model
+    prompt = jnp.asarray([[1, 4]], jnp.int32)
+    free, _, _, _ = sampling.beam_search(model, params, prompt, jnp.float32(0.0), jnp.int32(-1), length=8, beam=3)
+    end = int(free[0, 2])  # the best beam's third token becomes the end token
+    tokens, totals, lengths, _ = sampling.beam_search(model, params, prompt, jnp.float32(0.0), jnp.int32(end),
+                                                      length=8, beam=3)
+    for row, n in zip(np.asarray(tokens), np.asarray(lengths)):
+        hits = np.nonzero(row == end)[0]
+        if len(hits):
+            assert n == hits[0] + 1 and (row[n:] == end).all()  # frozen after its end
+    first = np.asarray(tokens[0])[:int(lengths[0])]
+    np.testing.assert_allclose(float(totals[0]), sequence_log_prob(model, params, np.asarray(prompt[0]), first),
+                               rtol=1e-5)
+
+
+def test_beam_settings_are_checked():
+    from rnnlm.data.tokenizers import CharTokenizer
+    model = LanguageModel(vocab_size=4, embed_size=4, hidden_size=4, num_layers=1)
+    params = init_params(model, jax.random.PRNGKey(0))
+    tokenizer = CharTokenizer.fit("ab\nab")
+    with pytest.raises(UserError, match="must not exceed the vocabulary size 4"):
+        sampling.beam_text(model, params, tokenizer, "ab", length=3, beam=5)
+    with pytest.raises(UserError, match="length penalty must be a number >= 0"):
+        sampling.beam_text(model, params, tokenizer, "ab", length=3, beam=2, length_penalty=-1.0)
+    text, log_prob = sampling.beam_text(model, params, tokenizer, "ab", length=3, beam=2)
+    assert text.startswith("ab") and len(text) == 5 and log_prob < 0

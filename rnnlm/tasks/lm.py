@@ -315,6 +315,13 @@ class LanguageModelRun(Run):
         from rnnlm.scoring import score_lines
         return score_lines(self.model, self.params, self.tokenizer, list(lines), carry=carry, per_token=per_token)
 
+    def generate_beam(self, prompt: str = "", length: int = 50, beam: int = 5, length_penalty: float = 0.0):
+        """(text, log-probability): the prompt and its most likely continuation by beam search, ending at
+        a line end where the tokenizer has one (`rnnlm.sampling.beam_search`)."""
+        from rnnlm.sampling import beam_text
+        return beam_text(self.model, self.params, self.tokenizer, prompt, length=length, beam=beam,
+                         length_penalty=length_penalty)
+
     def generate_stream(self, prompt: str = "", length: int = 300, temperature: float = 0.8, top_k: int = 0,
                         top_p: float = 1.0, seed: int = 0, num_samples: int = 1):
         """The same texts as `generate`, in pieces as they are sampled (`rnnlm.sampling.sample_stream`)."""
