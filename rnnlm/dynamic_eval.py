@@ -81,7 +81,7 @@ def _plain(model):
 
 
 def _window_loss(model, params, carry, batch):
-    from rnnlm.tasks.lm import window_nll
+    from rnnlm.fast.decoder_loss import planned_window_nll as window_nll
     features, carry = model.apply({"params": params}, batch["tokens"], carry, train=True, method=model.features)
     nll = window_nll(model, params, features, batch["targets"], batch["weights"], train=True)
     count = batch["weights"].sum()

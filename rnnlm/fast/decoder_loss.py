@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from rnnlm.cells import add_bias
 from rnnlm.loss import token_nll
+from rnnlm.loss import window_nll as reference_window_nll
 
 EVAL_CHUNK_LOGITS = 256 * 10_000  # 10 MB of float32 logits a chunk
 _MAX_SHIFT = 80.0  # evaluation: no exp above exp(80) ~ 5.5e34, finite in float32 (`_shifted_chunk_nll`)
@@ -46,6 +47,14 @@ def time_chunks(x, chunks: int):
     x = jnp.swapaxes(x, 0, 1)
     x = jnp.pad(x, [(0, chunks * per_chunk - steps)] + [(0, 0)] * (x.ndim - 1))
     return x.reshape((chunks, per_chunk) + x.shape[1:])
+
+
+def planned_window_nll(model, params, features, targets, weights, *, train: bool):
+    """The summed NLL of a [B, T] window: in time chunks where `rnnlm.fast.choose` takes that path
+    (`window_nll`), else the reference's logits of the whole window (`rnnlm.loss.window_nll`)."""
+    if model.plan(train=train).chunked_loss:
+        return window_nll(model, params, features, targets, weights, train=train)
+    return reference_window_nll(model, params, features, targets, weights)
 
 
 def window_nll(model, params, features, targets, weights, *, train: bool, chunk_logits: int | None = None):

@@ -20,12 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlm import loss as reference_loss
 from rnnlm import sharding
 from rnnlm.data.batching import make_streams, variable_lengths
 from rnnlm.data.tokenizers import load_tokenizer
 from rnnlm.errors import UserError
-from rnnlm.fast import decoder_loss
+from rnnlm.fast.decoder_loss import planned_window_nll as window_nll
 from rnnlm.metrics import LN2, describe, split_units, summarize, with_per_unit_metrics, write_units
 from rnnlm.models import language_model_from_config
 from rnnlm.sampling import check_settings, sample_stream, sample_text
@@ -41,14 +40,6 @@ LENGTHS_STREAM = 0xB977  # the window lengths' own random stream, apart from the
 def padded_length(length: int, bucket: int) -> int:
     """A drawn window's compiled length: `length` rounded up to a multiple of `bucket`."""
     return -(-length // bucket) * bucket
-
-
-def window_nll(model, params, features, targets, weights, *, train: bool):
-    """The summed NLL of a [B, T] window: in time chunks where `rnnlm.fast.choose` takes that path
-    (`rnnlm.fast.decoder_loss`), else the reference's logits of the whole window (`rnnlm.loss`)."""
-    if model.plan(train=train).chunked_loss:
-        return decoder_loss.window_nll(model, params, features, targets, weights, train=train)
-    return reference_loss.window_nll(model, params, features, targets, weights)
 
 
 def activation_penalties(raw, dropped, weights, ar: float, tar: float) -> dict:
