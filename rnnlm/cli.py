@@ -267,9 +267,9 @@ def _sweep(args, rest):
 
 def _plot(args, rest):
     _no_extra(rest)
-    from rnnlm.plots import training_curves
+    from rnnlm.plots import quality_against_time, training_curves
     out = args.out or (f"{args.workdir[0]}/curves.png" if len(args.workdir) == 1 else "curves.png")
-    print(f"wrote {training_curves(args.workdir, out)}")
+    print(f"wrote {(quality_against_time if args.time else training_curves)(args.workdir, out)}")
 
 
 def _study(args, rest):
@@ -463,6 +463,7 @@ def _add_research_commands(commands, with_config):
     plot = commands.add_parser("plot", help="training curves of one or several runs (or a sweep) to PNG")
     plot.add_argument("--workdir", action="append", required=True, help="a run or a sweep directory; repeatable")
     plot.add_argument("--out", help="PNG path (default: <workdir>/curves.png, or ./curves.png for several)")
+    plot.add_argument("--time", action="store_true", help="validation perplexity against training time instead")
     plot.set_defaults(func=_plot)
 
     study = commands.add_parser("study", help="gradients: norm against lag; synthetic: the adding problem")

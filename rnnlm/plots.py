@@ -73,6 +73,44 @@ def training_curves(workdirs, out) -> pathlib.Path:
     return save_figure(fig, out)
 
 
+def validation_seconds(run: pathlib.Path) -> list[tuple[float, dict]]:
+    """(training seconds, record) of a run's validation records. Runs since train_seconds was logged read
+    it; older ones estimate it from the train records' rates (tokens per record: the steps since the last
+    record x batch x bptt of the run's config)."""
+    from rnnlm.config import load_config
+    records = read_metrics(run)
+    valid = [r for r in records if r.get("split") == "valid"]
+    if all("train_seconds" in r for r in valid):
+        return [(r["train_seconds"], r) for r in valid]
+    config = load_config(run / "config.json")
+    per_step = config.train.batch_size * config.train.bptt
+    clock, last_step, at_step = 0.0, 0, {}
+    for r in records:
+        if r.get("split") == "train" and r.get("tokens_per_sec"):
+            clock += (r["step"] - last_step) * per_step / r["tokens_per_sec"]
+            last_step = r["step"]
+            at_step[r["step"]] = clock
+    return [(at_step[r["step"]], r) for r in valid if r["step"] in at_step]
+
+
+def quality_against_time(workdirs, out, title: str = "validation perplexity against training time") -> pathlib.Path:
+    """Validation perplexity against training wall time (minutes), one curve per run, log scale."""
+    runs = expand_runs(workdirs)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+    for run, label in zip(runs, run_labels(runs)):
+        points = validation_seconds(run)
+        if points:
+            ax.plot([t / 60 for t, _ in points], [r["perplexity"] for _, r in points], "o-", ms=3, label=label)
+    ax.set_xlabel("training time (minutes)")
+    ax.set_ylabel("validation perplexity")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    return save_figure(fig, out)
+
+
 def sweep_plot(groups: list[dict], out, title: str) -> pathlib.Path:
     """Validation perplexity against parameters, one point per sweep row (error bars over seeds).
 

@@ -279,6 +279,7 @@ def _train_and_evaluate(config, workdir: pathlib.Path, held: contextlib.ExitStac
                     seconds, tick = seconds + now - tick, now
                     if logged:
                         record = {"step": step, "epoch": epoch + position / steps_per_epoch, "split": "train",
+                                  "train_seconds": seconds,
                                   **task.train_metrics(totals),
                                   "grad_norm": totals["grad_norm"] / max(totals["steps"] - totals["nonfinite"], 1),
                                   "learning_rate": optim.current_learning_rate(state.opt_state),
@@ -291,6 +292,7 @@ def _train_and_evaluate(config, workdir: pathlib.Path, held: contextlib.ExitStac
                         if stop and not stop.startswith("preempted"):  # the last parameters may be the best
                             valid, valid_step = task.evaluate(optim.evaluation_params(state), "valid"), step
                             log.write({"step": step, "epoch": epoch + position / steps_per_epoch, "split": "valid",
+                                       "train_seconds": seconds,
                                        **task.epoch_record(valid)})
                             score = task.selection_score(valid)
                         save(None if logged else totals, valid_score=score)
@@ -304,7 +306,8 @@ def _train_and_evaluate(config, workdir: pathlib.Path, held: contextlib.ExitStac
                     state = state.replace(average=optim.start_averaging(state.average))
                     say(f"averaging: on from step {step} (validation did not improve on the best before the last "
                         f"{train_config.nonmono} epochs)")
-                log.write({"step": step, "epoch": epoch, "split": "valid", **task.epoch_record(valid)})
+                log.write({"step": step, "epoch": epoch, "split": "valid", "train_seconds": seconds,
+                           **task.epoch_record(valid)})
                 say(f"epoch {epoch}: {task.describe_epoch(valid)}")
                 valid_step = step
                 save(None, valid_score=task.selection_score(valid))

@@ -31,3 +31,26 @@ def test_sweep_plot_at_equal_and_at_growing_size(tmp_path, sizes):
     groups.append({"overrides": {"model.cell": "failed"}, "params": 10})  # a point without a result is left out
     assert_png(sweep_plot(groups, tmp_path / "results.png", "sweep"))
 
+
+
+def test_quality_against_time_reads_logged_seconds_or_estimates_them(tmp_path):
+    import json
+    from rnnlm.config import base_config, config_json
+    from rnnlm.plots import quality_against_time, validation_seconds
+    from conftest import assert_png
+    new, old = tmp_path / "new", tmp_path / "old"
+    for run in (new, old):
+        run.mkdir()
+        config = base_config()
+        config.train.update(batch_size=2, bptt=5)
+        (run / "config.json").write_text(config_json(config))
+    logged = [{"step": 10, "split": "train", "loss": 5.0, "tokens_per_sec": 100.0, "train_seconds": 1.5},
+              {"step": 10, "split": "valid", "loss": 4.0, "perplexity": 54.6, "train_seconds": 1.5}]
+    (new / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logged))
+    older = [{"step": 10, "split": "train", "loss": 5.0, "tokens_per_sec": 50.0},
+             {"step": 20, "split": "train", "loss": 4.5, "tokens_per_sec": 25.0},
+             {"step": 20, "split": "valid", "loss": 4.0, "perplexity": 54.6}]
+    (old / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in older))
+    assert [t for t, _ in validation_seconds(new)] == [1.5]
+    assert [t for t, _ in validation_seconds(old)] == [10 * 10 / 50.0 + 10 * 10 / 25.0]  # steps x B x T / rate
+    assert_png(quality_against_time([new, old], tmp_path / "q.png"))

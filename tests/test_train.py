@@ -111,6 +111,7 @@ def history(workdir, splits=None):
     records = [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
     for r in records:
         r.pop("tokens_per_sec", None)
+        r.pop("train_seconds", None)  # wall time: a resumed run's differs
         r.pop("examples_per_sec", None)
     return [r for r in records if splits is None or r["split"] in splits]
 
