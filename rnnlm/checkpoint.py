@@ -126,13 +126,26 @@ class Checkpoints:
         except Exception as e:  # noqa: BLE001 - any failure to write must stop training, not be logged and ignored
             raise UserError(f"cannot write the checkpoint of step {step} to {self.directory}: {_reason(e)}") from None
 
-    def _restore(self, step: int, state_like, carry_like):
-        items = {"state": ocp.args.StandardRestore(_abstract(state_like)), "meta": ocp.args.JsonRestore(),
+    def _read(self, step: int, state_target, carry_like):
+        items = {"state": ocp.args.StandardRestore(state_target), "meta": ocp.args.JsonRestore(),
                  "carry": ocp.args.StandardRestore(_abstract(carry_like))}
+        return self.manager.restore(step, args=ocp.args.Composite(**items))
+
+    def _restore(self, step: int, state_like, carry_like):
         try:
-            restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+            restored = self._read(step, _abstract(state_like), carry_like)
         except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many types for damaged files
-            raise DamagedCheckpoint(f"step {step} cannot be read: {_reason(e)}")
+            if getattr(state_like, "average", None) is not None or "average" not in str(e):
+                raise DamagedCheckpoint(f"step {step} cannot be read: {_reason(e)}")
+            # Written before the train state had an `average` field: the same four fields, no average.
+            target = _abstract(state_like)
+            try:
+                restored = self._read(step, {name: getattr(target, name) for name in ("step", "params", "opt_state",
+                                                                                       "rng")}, carry_like)
+            except Exception:  # noqa: BLE001
+                raise DamagedCheckpoint(f"step {step} cannot be read: {_reason(e)}")
+            restored = {"state": state_like.replace(**restored["state"]), "carry": restored["carry"],
+                        "meta": restored["meta"]}
         expected = (restored["meta"] or {}).get("fingerprint", {}).get("state")
         if expected is not None and expected != fingerprint(restored["state"]):  # None: saved before fingerprints
             raise DamagedCheckpoint(f"step {step}: the arrays do not match the fingerprint written with them")

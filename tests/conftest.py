@@ -7,12 +7,27 @@ the code says where it broadcasts and casts. Subprocess tests run the CLI as use
 
 import os
 import pathlib
+import shutil
+import tempfile
 
 import jax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+# One persistent compilation cache for the session, this process's and the CLI subprocesses' (through the
+# environment): a resumed or repeated run loads its executables instead of compiling them again.
+COMPILATION_CACHE = tempfile.mkdtemp(prefix="rnnlm-test-jax-cache-")
+os.environ.update(JAX_COMPILATION_CACHE_DIR=COMPILATION_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+jax.config.update("jax_compilation_cache_dir", COMPILATION_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

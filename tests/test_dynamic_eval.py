@@ -67,11 +67,12 @@ def numpy_dynamic(model, params, text, settings, ms):
         logp = jax.nn.log_softmax(logits, axis=-1)
         return -jnp.mean(jnp.take_along_axis(logp, targets[..., None], axis=-1)), carry
 
+    value_and_grad = jax.jit(jax.value_and_grad(loss, has_aux=True))  # one compile: every window has one shape
     for start in range(0, n, settings.bptt):
         tokens = jnp.asarray(text[None, start:start + settings.bptt])
         targets = jnp.asarray(text[None, start + 1:start + 1 + settings.bptt])
         p = jax.tree_util.tree_unflatten(tree, [jnp.asarray(x, jnp.float32) for x in flat])
-        (value, carry), grads = jax.value_and_grad(loss, has_aux=True)(p, carry, tokens, targets)
+        (value, carry), grads = value_and_grad(p, carry, tokens, targets)
         total += float(value) * settings.bptt
         g = [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(grads)]
         if settings.rule == "rms":

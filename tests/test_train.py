@@ -200,8 +200,8 @@ def _poison(monkeypatch, case, poison):
     module, name = case.loss_name()
     original = getattr(module, name)
 
-    def poisoned(*args):
-        value, (carry, sums) = original(*args)
+    def poisoned(*args, **options):
+        value, (carry, sums) = original(*args, **options)
         nan = jnp.where((args[-2]["tokens"] == poison).any(), jnp.nan, 0.0)
         return value + nan, (carry, {**sums, "nll_sum": sums["nll_sum"] + nan})
     monkeypatch.setattr(module, name, poisoned)

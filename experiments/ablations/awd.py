@@ -1,0 +1,41 @@
+"""AWD-LSTM's techniques at the 60-minute budget, each removed in turn (Merity et al. 2018's Table 4
+asks the same of the full model at 500 epochs).
+
+From `experiments/awd_lstm_ptb.py:cpu60` (60 minutes of training on 2 CPU cores each): the full
+recipe, then one technique off per point: weight drop, the three dropouts' locking (a fresh mask per
+position instead), embedding-row dropout, AR, TAR, NT-ASGD's averaging, variable-length BPTT; two
+seeds each, so the table's mean ± std says how much of a difference is noise. 16 runs: 16 hours on
+2 cores, one after another.
+
+    rnnlm sweep --config experiments/ablations/awd.py --workdir runs/ablation_awd
+    rnnlm sweep --config experiments/ablations/awd.py:short --workdir runs/ablation_awd_short   # 10 minutes each
+    rnnlm sweep --config experiments/ablations/awd.py:tiny                                      # seconds
+"""
+
+from rnnlm import sweep
+from rnnlm.config import experiment_config
+
+ARGS = ("tiny", "short")
+
+REMOVED = {
+    "full": {},
+    "no_weight_drop": {"model.weight_drop": 0.0},
+    "no_locking": {"model.locked_dropout": False},
+    "no_embed_rows": {"model.embed_row_dropout": 0.0},
+    "no_ar": {"train.ar": 0.0},
+    "no_tar": {"train.tar": 0.0},
+    "no_averaging": {"train.averaging": "none"},
+    "no_variable_bptt": {"train.variable_bptt": False},
+}
+
+
+def get_config(arg=None):
+    config = experiment_config("awd_lstm_ptb", "tiny" if arg == "tiny" else "cpu60")
+    config.name = "ablation_awd" + {"tiny": "_tiny", "short": "_short"}.get(arg, "")
+    if arg == "short":
+        config.train.time_budget_minutes = 10.0
+    return config
+
+
+def get_sweep(arg=None):
+    return sweep.product(list(REMOVED.values()), sweep.axis("seed", (141,) if arg == "tiny" else (141, 142)))
