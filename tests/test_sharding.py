@@ -18,7 +18,8 @@ REPO = HERE.parent
 
 @pytest.fixture(scope="module")
 def device_runs():
-    out = subprocess.run([sys.executable, str(HERE / "sharding_worker.py"), "1", "4", "8", "awd1", "awd8"],
+    out = subprocess.run([sys.executable, str(HERE / "sharding_worker.py"), "1", "4", "8", "awd1", "awd8",
+                          "methods1", "methods4"],
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout)
@@ -35,6 +36,18 @@ def test_same_losses_and_parameters_on_1_4_8_devices(device_runs, devices):
     np.testing.assert_allclose(many["eval_loss"], one["eval_loss"], rtol=1e-5)
     for a, b in zip(many["params"], one["params"]):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_evaluation_methods_and_a_mixture_of_softmaxes_agree_on_1_and_4_devices(device_runs):
+    """Dynamic evaluation (4 streams, each rule), the cache, both together, and a mixture of softmaxes'
+    training: the same numbers whether the streams sit on one device or four."""
+    one, four = device_runs["methods1"], device_runs["methods4"]
+    assert len(four["devices"]) == 4
+    np.testing.assert_allclose(four["mos_losses"], one["mos_losses"], rtol=1e-5)
+    for method in ("static", "rms", "sgd", "cache", "both"):
+        np.testing.assert_allclose(four[method], one[method], rtol=1e-5, err_msg=method)
+    assert one["cache"] < one["static"] and one["sgd"] != one["static"]  # each method changed the score
 
 
 @pytest.mark.slow
