@@ -1,10 +1,10 @@
 """The cost of the evaluation-time methods against static evaluation, on a saved run, in one process.
 
 Each method scores the same split with the same streams and window (the run's eval.batch_size and
-eval.bptt): static evaluation (`Evaluator`), the cache (`rnnlm.cache`), dynamic evaluation with the sgd
-rule (`rnnlm.dynamic_eval`; the rms rule adds one elementwise division) and both. Each is run once to
-compile, then timed as the median of `--reps` interleaved repetitions. Goals (issue 21): dynamic
-evaluation at most 3x static, the cache at most 1.5x.
+eval.bptt): static evaluation (`Evaluator`), the cache (`rnnlm.cache`), dynamic evaluation with the
+run's chosen rule and rates (`rnnlm.dynamic_eval`; the rms rule's gradient statistics are computed
+before the timing) and both. Each is run once to compile, then timed as the median of `--reps`
+interleaved repetitions. Goals (issue 21): dynamic evaluation at most 3x static, the cache at most 1.5x.
 
     python experiments/benchmarks/eval_methods.py --workdir runs/awd_lstm_ptb_cpu60 [--split test] [--reps 3]
 """
@@ -28,19 +28,20 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     run = load_run(args.workdir, args.checkpoint)
-    _, ids = prepare_data(run.config, run.workdir)
-    ids = ids[args.split]
+    ids = prepare_data(run.config, run.workdir)[1][args.split]
     mesh = sharding.make_mesh()
     batch, bptt = run.config.eval.batch_size, run.config.eval.bptt or run.config.train.bptt
     chosen_cache = cache.Settings.from_config(run.config.eval, run.workdir)
-    dynamic = dataclasses.replace(dynamic_eval.Settings.from_config(run.config.eval, run.workdir), rule="sgd",
+    dynamic = dataclasses.replace(dynamic_eval.Settings.from_config(run.config.eval, run.workdir),
                                   batch_size=batch, bptt=bptt)
+    train_ids = prepare_data(run.config, run.workdir)[1]["train"]
+    ms = dynamic_eval.gradient_statistics(run.model, run.params, train_ids, dynamic, mesh) if dynamic.rule == "rms" else None
     evaluator = Evaluator(run.model, mesh, batch, bptt)
     methods = {
         "static": lambda: evaluator(run.params, ids, False),
         "cache": lambda: cache.cache_evaluate(run.model, run.params, ids, chosen_cache, mesh, batch, bptt, False),
-        "dynamic": lambda: dynamic_eval.dynamic_evaluate(run.model, run.params, ids, dynamic, mesh, False),
-        "dynamic + cache": lambda: dynamic_eval.dynamic_evaluate(run.model, run.params, ids, dynamic, mesh, False,
+        "dynamic": lambda: dynamic_eval.dynamic_evaluate(run.model, run.params, ids, dynamic, mesh, False, ms),
+        "dynamic + cache": lambda: dynamic_eval.dynamic_evaluate(run.model, run.params, ids, dynamic, mesh, False, ms,
                                                                  cache=chosen_cache),
     }
     results = {name: fn() for name, fn in methods.items()}  # compile
@@ -52,7 +53,7 @@ def main():
             times[name].append(time.perf_counter() - start)
     base = statistics.median(times["static"])
     print(f"{args.workdir} {args.split}: {len(ids) - 1:,} tokens, {batch} streams, windows of {bptt}; "
-          f"cache {dataclasses.asdict(chosen_cache)}; dynamic sgd lr {dynamic.lr:g}, decay {dynamic.decay:g}")
+          f"cache {dataclasses.asdict(chosen_cache)}; dynamic {dynamic.rule} lr {dynamic.lr:g}, decay {dynamic.decay:g}")
     print("| method | seconds | x static | perplexity |\n|---|---:|---:|---:|")
     for name in methods:
         median = statistics.median(times[name])
