@@ -93,18 +93,30 @@ def validation_seconds(run: pathlib.Path) -> list[tuple[float, dict]]:
     return [(at_step[r["step"]], r) for r in valid if r["step"] in at_step]
 
 
-def quality_against_time(workdirs, out, title: str = "validation perplexity against training time") -> pathlib.Path:
-    """Validation perplexity against training wall time (minutes), one curve per run, log scale."""
+def quality_against_time(workdirs, out, title: str = "perplexity against training time") -> pathlib.Path:
+    """Validation perplexity against training wall time (minutes), one curve per run, log scale; a finished
+    run's test perplexity is a star at its last validation's time."""
+    from matplotlib.ticker import LogLocator, ScalarFormatter
     runs = expand_runs(workdirs)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
     for run, label in zip(runs, run_labels(runs)):
         points = validation_seconds(run)
-        if points:
-            ax.plot([t / 60 for t, _ in points], [r["perplexity"] for _, r in points], "o-", ms=3, label=label)
+        if not points:
+            continue
+        line, = ax.plot([t / 60 for t, _ in points], [r["perplexity"] for _, r in points], "o-", ms=3,
+                        label=f"{label}: valid")
+        test = [r for r in read_metrics(run) if r.get("split") == "test"]
+        if test:
+            ax.plot(points[-1][0] / 60, test[-1]["perplexity"], "*", ms=11, color=line.get_color(),
+                    label=f"{label}: test {test[-1]['perplexity']:.2f}")
     ax.set_xlabel("training time (minutes)")
-    ax.set_ylabel("validation perplexity")
+    ax.set_ylabel("perplexity (log scale)")
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_minor_locator(LogLocator(subs=(1.0, 1.2, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)))
+    for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis_formatter(ScalarFormatter())
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")

@@ -45,7 +45,8 @@ def test_quality_against_time_reads_logged_seconds_or_estimates_them(tmp_path):
         config.train.update(batch_size=2, bptt=5)
         (run / "config.json").write_text(config_json(config))
     logged = [{"step": 10, "split": "train", "loss": 5.0, "tokens_per_sec": 100.0, "train_seconds": 1.5},
-              {"step": 10, "split": "valid", "loss": 4.0, "perplexity": 54.6, "train_seconds": 1.5}]
+              {"step": 10, "split": "valid", "loss": 4.0, "perplexity": 54.6, "train_seconds": 1.5},
+              {"step": 10, "split": "test", "loss": 3.9, "perplexity": 49.4}]  # drawn as a star
     (new / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logged))
     older = [{"step": 10, "split": "train", "loss": 5.0, "tokens_per_sec": 50.0},
              {"step": 20, "split": "train", "loss": 4.5, "tokens_per_sec": 25.0},
