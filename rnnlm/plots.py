@@ -96,12 +96,16 @@ def validation_seconds(run: pathlib.Path) -> list[tuple[float, dict]]:
 def quality_against_time(workdirs, out, title: str = "perplexity against training time") -> pathlib.Path:
     """Validation perplexity against training wall time (minutes), one curve per run, log scale; a finished
     run's test perplexity is a star at its last validation's time."""
-    from matplotlib.ticker import LogLocator, ScalarFormatter
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
     runs = expand_runs(workdirs)
+    curves = [(run, label, [(t, r) for t, r in validation_seconds(run) if "perplexity" in r])
+              for run, label in zip(runs, run_labels(runs))]
+    if not any(points for _, _, points in curves):
+        raise UserError("no validation perplexity to plot against time in "
+                        + ", ".join(str(run) for run in runs) + " (a classifier, or no validation yet)")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
-    for run, label in zip(runs, run_labels(runs)):
-        points = validation_seconds(run)
+    for run, label, points in curves:
         if not points:
             continue
         line, = ax.plot([t / 60 for t, _ in points], [r["perplexity"] for _, r in points], "o-", ms=3,
@@ -115,8 +119,10 @@ def quality_against_time(workdirs, out, title: str = "perplexity against trainin
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_minor_locator(LogLocator(subs=(1.0, 1.2, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)))
-    for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
-        axis_formatter(ScalarFormatter())
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    low, high = ax.get_ylim()
+    # Minor labels only where the curves span less than a decade; beyond it they would overlap.
+    ax.yaxis.set_minor_formatter(ScalarFormatter() if high / low < 10 else NullFormatter())
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")

@@ -103,8 +103,11 @@ def with_seeds(points: list[dict], seeds) -> list[dict]:
     """The sweep's points with its seed axis replaced by `seeds` (a quick one-seed pass, or more seeds)."""
     if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
         raise UserError(f"--seeds: expected non-negative integers such as 0,1,2; got {seeds!r}")
-    unique = list(dict.fromkeys(tuple((k, v) for k, v in p.items() if k != "seed") for p in points))
-    return product([dict(p) for p in unique], axis("seed", seeds))
+    unique = [dict(p) for p in dict.fromkeys(tuple((k, v) for k, v in p.items() if k != "seed") for p in points)]
+    # Every point's first seed before any second seed (a sweep cut short still gives a whole table), and the
+    # seed where the sweep put it among the fields, so the run folders keep the names a run without --seeds gives.
+    seed_first = next(iter(points[0]), None) == "seed"
+    return [{"seed": s, **p} if seed_first else {**p, "seed": s} for s in seeds for p in unique]
 
 
 def apply_overrides(config, overrides: dict):

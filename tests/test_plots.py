@@ -5,9 +5,7 @@ import pytest
 from conftest import assert_png
 from rnnlm import cli
 
-pytestmark = pytest.mark.slow  # every test here trains end to end
-
-
+@pytest.mark.slow  # trains end to end (the char_run fixture)
 def test_plot_one_and_several_runs(char_run, tmp_path):
     assert cli.main(["plot", "--workdir", str(char_run), "--out", str(tmp_path / "one.png")]) == 0
     assert_png(tmp_path / "one.png")
@@ -37,7 +35,6 @@ def test_quality_against_time_reads_logged_seconds_or_estimates_them(tmp_path):
     import json
     from rnnlm.config import base_config, config_json
     from rnnlm.plots import quality_against_time, validation_seconds
-    from conftest import assert_png
     new, old = tmp_path / "new", tmp_path / "old"
     for run in (new, old):
         run.mkdir()
@@ -54,4 +51,25 @@ def test_quality_against_time_reads_logged_seconds_or_estimates_them(tmp_path):
     (old / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in older))
     assert [t for t, _ in validation_seconds(new)] == [1.5]
     assert [t for t, _ in validation_seconds(old)] == [10 * 10 / 50.0 + 10 * 10 / 25.0]  # steps x B x T / rate
-    assert_png(quality_against_time([new, old], tmp_path / "q.png"))
+    drawn = {}
+    import matplotlib.figure
+    save = matplotlib.figure.Figure.savefig
+    def record_legend(fig, *args, **kwargs):  # what the figure's legend names, read at the moment it is saved
+        drawn["labels"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        return save(fig, *args, **kwargs)
+    matplotlib.figure.Figure.savefig = record_legend
+    try:
+        assert_png(quality_against_time([new, old], tmp_path / "q.png"))
+    finally:
+        matplotlib.figure.Figure.savefig = save
+    assert drawn["labels"] == ["new: valid", "new: test 49.40", "old: valid"]  # the star only where a test record is
+
+    # The command line, and a run with nothing to plot against time: one line, exit 2, no image.
+    assert cli.main(["plot", "--time", "--workdir", str(new), "--out", str(tmp_path / "cli.png")]) == 0
+    assert_png(tmp_path / "cli.png")
+    empty = tmp_path / "classifier"
+    empty.mkdir()
+    (empty / "config.json").write_text(config_json(base_config()))
+    (empty / "metrics.jsonl").write_text(json.dumps({"step": 5, "split": "valid", "loss": 0.6, "accuracy": 0.7}) + "\n")
+    assert cli.main(["plot", "--time", "--workdir", str(empty), "--out", str(tmp_path / "none.png")]) == 2
+    assert not (tmp_path / "none.png").exists()

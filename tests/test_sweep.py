@@ -44,6 +44,13 @@ def test_with_seeds_replaces_the_seed_axis_and_keeps_the_order():
     assert sweep.with_seeds(points, [5]) == [{"model.cell": "rnn", "seed": 5}, {"model.cell": "lstm", "seed": 5}]
     no_seed_axis = sweep.axis("model.cell", ["gru"])
     assert sweep.with_seeds(no_seed_axis, [0, 1]) == [{"model.cell": "gru", "seed": 0}, {"model.cell": "gru", "seed": 1}]
+    # Seeds vary slowest (every point once before any point twice); each name keeps the seed where the sweep put it.
+    two = sweep.with_seeds(points, [5, 6])
+    assert [(p["model.cell"], p["seed"]) for p in two] == [("rnn", 5), ("lstm", 5), ("rnn", 6), ("lstm", 6)]
+    assert [sweep.point_name(p) for p in two] == ["cell=rnn,seed=5", "cell=lstm,seed=5", "cell=rnn,seed=6", "cell=lstm,seed=6"]
+    seed_first = sweep.product(sweep.axis("seed", [0, 1]), sweep.axis("model.cell", ["rnn", "lstm"]))
+    assert sweep.with_seeds(seed_first, [0, 1]) == seed_first
+    assert [sweep.point_name(p) for p in sweep.with_seeds(seed_first, [0, 1])] == [sweep.point_name(p) for p in seed_first]
     with pytest.raises(UserError, match="--seeds"):
         sweep.with_seeds(points, [])
 

@@ -8,8 +8,9 @@ replaced by NT-ASGD (a constant rate, averaging once validation stalls for 2 epo
 seeds each, so the table's mean ± std says how much of a difference is noise. 16 runs: 16 hours on
 2 cores, one after another, every point's first seed before any second seed (a sweep cut short still
 gives a whole table). `:short` is the same recipe with its cosine spanning one epoch and no time
-limit (about 7 minutes a run, 2 hours in all): a complete training at an epoch's budget, whose
-figures do not depend on how busy the machine is.
+limit (about 7 minutes a run on a quiet machine, 2 hours in all): a complete training at an epoch's
+budget, whose figures do not depend on how busy the machine is. In one epoch validation runs once,
+so NT-ASGD never triggers there: that point is a constant rate against the cosine.
 
     rnnlm sweep --config experiments/ablations/awd.py --workdir runs/ablation_awd
     rnnlm sweep --config experiments/ablations/awd.py:short --workdir runs/ablation_awd_short   # one epoch each

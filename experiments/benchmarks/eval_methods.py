@@ -28,14 +28,16 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     run = load_run(args.workdir, args.checkpoint)
-    ids = prepare_data(run.config, run.workdir)[1][args.split]
+    splits = prepare_data(run.config, run.workdir)[1]
+    ids = splits[args.split]
     mesh = sharding.make_mesh()
     batch, bptt = run.config.eval.batch_size, run.config.eval.bptt or run.config.train.bptt
     chosen_cache = cache.Settings.from_config(run.config.eval, run.workdir)
-    dynamic = dataclasses.replace(dynamic_eval.Settings.from_config(run.config.eval, run.workdir),
-                                  batch_size=batch, bptt=bptt)
-    train_ids = prepare_data(run.config, run.workdir)[1]["train"]
-    ms = dynamic_eval.gradient_statistics(run.model, run.params, train_ids, dynamic, mesh) if dynamic.rule == "rms" else None
+    chosen = dynamic_eval.Settings.from_config(run.config.eval, run.workdir)
+    # The rms rule's statistics as `rnnlm eval --dynamic` takes them (at the chosen window length); only the
+    # scoring then runs at the static evaluation's streams and window.
+    ms = dynamic_eval.gradient_statistics(run.model, run.params, splits["train"], chosen, mesh) if chosen.rule == "rms" else None
+    dynamic = dataclasses.replace(chosen, batch_size=batch, bptt=bptt)
     evaluator = Evaluator(run.model, mesh, batch, bptt)
     methods = {
         "static": lambda: evaluator(run.params, ids, False),
