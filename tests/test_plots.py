@@ -31,7 +31,7 @@ def test_sweep_plot_at_equal_and_at_growing_size(tmp_path, sizes):
 
 
 
-def test_quality_against_time_reads_logged_seconds_or_estimates_them(tmp_path):
+def test_quality_against_time_reads_logged_seconds_or_estimates_them(tmp_path, monkeypatch):
     import json
     from rnnlm.config import base_config, config_json
     from rnnlm.plots import quality_against_time, validation_seconds
@@ -57,11 +57,9 @@ def test_quality_against_time_reads_logged_seconds_or_estimates_them(tmp_path):
     def record_legend(fig, *args, **kwargs):  # what the figure's legend names, read at the moment it is saved
         drawn["labels"] = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
         return save(fig, *args, **kwargs)
-    matplotlib.figure.Figure.savefig = record_legend
-    try:
-        assert_png(quality_against_time([new, old], tmp_path / "q.png"))
-    finally:
-        matplotlib.figure.Figure.savefig = save
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record_legend)
+    assert_png(quality_against_time([new, old], tmp_path / "q.png"))
+    monkeypatch.undo()
     assert drawn["labels"] == ["new: valid", "new: test 49.40", "old: valid"]  # the star only where a test record is
 
     # The command line, and a run with nothing to plot against time: one line, exit 2, no image.
