@@ -14,12 +14,17 @@ accuracy reported is that checkpoint's.
     rnnlm train --config experiments/sst2_phrases.py --workdir runs/sst2_phrases
     rnnlm eval --workdir runs/sst2_phrases --split test --checkpoint best
     rnnlm train --config experiments/sst2_phrases.py:tiny          # seconds
+    rnnlm train --config experiments/sst2_phrases.py:attention     # Flax's classifier head (below)
+
+`:attention` swaps max pooling and the linear output for Flax's head: additive
+attention over the bi-LSTM's (dropped) outputs, then a tanh layer of 256 units
+(dropped) before the logits; `:attention_tiny` is its seconds-long check.
 """
 
 from rnnlm.config import base_config
 
 
-ARGS = ("tiny",)  # what may follow the file name after ':' (`rnnlm` refuses anything else)
+ARGS = ("tiny", "attention", "attention_tiny")  # what may follow the file name after ':' (`rnnlm` refuses anything else)
 
 
 def get_config(arg=None):
@@ -53,7 +58,10 @@ def get_config(arg=None):
     config.train.keep_checkpoints = 1
     config.eval.batch_size = 128
     config.sample.length = 0
-    if arg == "tiny":
+    if arg and arg.startswith("attention"):  # Flax's head: attention over the outputs, then a tanh layer
+        config.name += "_attention"
+        config.model.update(pooling="attention", head_size=256)
+    if arg and arg.endswith("tiny"):
         config.name += "_tiny"
         config.model.update(embed_size=16, hidden_size=16)
         config.train.update(epochs=1, max_steps=10, log_every=5)

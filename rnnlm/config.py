@@ -71,7 +71,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.matmul_dtype = "float32"  # "bfloat16": bf16 matmuls, float32 accumulation and state (~2x on AVX512-BF16 CPUs)
     c.model.num_classes = 0  # classify: output classes; 0 = the number of labels in train
     c.model.bidirectional = False  # classify: each layer also reads the sequence backwards; features concatenated
-    c.model.pooling = "last"  # classify: sequence feature: "last" state | "mean" | "max" over the valid steps
+    c.model.pooling = "last"  # classify: sequence feature: "last" state | "mean" | "max" | "attention" over the valid steps
+    c.model.head_size = 0  # classify: > 0 = a tanh layer of this width before the logits (Flax's sst2 MLP); 0 = none
     c.model.embeddings_from = ""  # classify: a word-level LM run whose embedding (and vocabulary) starts the classifier's
     c.model.freeze_embeddings = False  # classify: keep the embedding fixed during training
     c.model.word_dropout = 0.0  # classify: training replaces each real token by <oov> with this probability
@@ -285,7 +286,7 @@ def validate(config) -> None:
             raise UserError(f"{field} must be in [0, 1), got {config[section][key]}")
     for field in ("train.max_steps", "train.time_budget_minutes", "train.checkpoint_every", "eval.bptt",
                   "train.grad_clip", "data.max_vocab", "sample.length", "sample.top_k", "train.weight_decay",
-                  "train.ar", "train.tar"):
+                  "train.ar", "train.tar", "model.head_size"):
         section, key = field.split(".")
         if config[section][key] < 0:
             raise UserError(f"{field} must not be negative, got {config[section][key]}")
@@ -346,7 +347,7 @@ def _validate_task_fields(config) -> None:
     from rnnlm.data.classification import FORMATS
     choice("data.format", FORMATS)
     choice("data.truncating", ("pre", "post"))
-    choice("model.pooling", ("last", "mean", "max"))
+    choice("model.pooling", ("last", "mean", "max", "attention"))
     for field in ("data.num_words", "data.maxlen", "model.num_classes"):
         section, key = field.split(".")
         if config[section][key] < 0:

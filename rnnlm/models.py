@@ -261,7 +261,12 @@ class Classifier(nn.Module):
     stacked `Bidirectional`).
     pooling: "last" = the final carry's h of each direction (with a mask: the
     state after the last real token; backwards: after the first); "mean" and
-    "max" over the valid steps of the top layer's outputs.
+    "max" over the valid steps of the top layer's outputs; "attention" = their
+    weighted sum, weights softmax_t(v . tanh(W y_t)) over the valid steps
+    (Bahdanau's additive attention with keys only, as Flax's examples/sst2;
+    W is [F, hidden_size]), the outputs it reads dropped at `dropout`.
+    head_size: > 0 puts a tanh layer of that width (dropped at `dropout`)
+    between the pooled features and the logits, Flax's MLP classifier.
     """
 
     vocab_size: int
@@ -276,6 +281,7 @@ class Classifier(nn.Module):
     layer_norm: bool = False
     bidirectional: bool = False
     pooling: str = "last"
+    head_size: int = 0
     dropout: float = 0.0  # between layers and on the pooled features
     embed_dropout: float = 0.0  # on the embedding output
     word_dropout: float = 0.0  # a real token's id becomes out-of-vocabulary (`OOV_ID`) with this probability
@@ -295,6 +301,17 @@ class Classifier(nn.Module):
                                     for d, n in enumerate(sizes)]
         self.norms = _norm_params(self, sizes)  # one per layer, shared by both directions (they read one input)
         features = directions * self.hidden_size
+        if self.pooling == "attention":
+            self.attention_keys = self.param("attention_keys", _uniform_init(self.init_scale or features ** -0.5),
+                                             (features, self.hidden_size))
+            self.attention_energy = self.param("attention_energy",
+                                               _uniform_init(self.init_scale or self.hidden_size ** -0.5),
+                                               (self.hidden_size,))
+        if self.head_size:
+            self.head = self.param("head", _uniform_init(self.init_scale or features ** -0.5),
+                                   (features, self.head_size))
+            self.head_bias = self.param("head_bias", nn.initializers.zeros, (self.head_size,))
+            features = self.head_size
         self.dense = self.param("dense", _uniform_init(self.init_scale or features ** -0.5), (features, self.num_classes))
         self.dense_bias = self.param("dense_bias", nn.initializers.zeros, (self.num_classes,))
 
@@ -302,7 +319,7 @@ class Classifier(nn.Module):
         return jnp.zeros((1, 1), jnp.int32), jnp.ones((1, 1), bool)
 
     def features(self, tokens, mask=None, *, train: bool = False):
-        """tokens [B, T] (and mask [B, T]) -> pooled features [B, directions * H]."""
+        """tokens [B, T] (and mask [B, T]) -> features [B, directions * H] (or [B, head_size])."""
         cell = cell_of(self)
         rng = self.make_rng("dropout") if train and (self.dropout or self.embed_dropout or self.word_dropout) else None
         plan = fast.choose(self.speed, cell, train=train)
@@ -320,9 +337,15 @@ class Classifier(nn.Module):
                                 unroll=self.speed.unroll if train else self.speed.eval_unroll, scan=fast.layer_scan(plan),
                                 norms=self.norms, residual=self.residual)
         tops = [carries[0][-1], carries[1][-1]] if self.bidirectional else [carries[-1]]
+        if rng is not None and self.pooling == "attention":
+            ys = dropout(jax.random.fold_in(rng, self.num_layers + 2), self.dropout, ys)
         pooled = self._pool(ys, jnp.concatenate([top[-1] for top in tops], axis=-1), mask_t)  # h: a carry's last part
         if rng is not None:
             pooled = dropout(jax.random.fold_in(rng, self.num_layers), self.dropout, pooled)
+        if self.head_size:
+            pooled = jnp.tanh(add_bias(pooled @ self.head, self.head_bias))
+            if rng is not None:
+                pooled = dropout(jax.random.fold_in(rng, self.num_layers + 3), self.dropout, pooled)
         return pooled
 
     def _pool(self, ys, last, mask_t):
@@ -338,7 +361,13 @@ class Classifier(nn.Module):
         if self.pooling == "max":
             pooled = jnp.where(valid, ys, -jnp.inf).max(axis=0)
             return jnp.where(valid.any(axis=0), pooled, 0.0)  # an all-padding filler row: zeros, not -inf
-        raise ValueError(f"unknown pooling {self.pooling!r}; choose last, mean or max")
+        if self.pooling == "attention":
+            scores = jnp.tanh(ys @ self.attention_keys) @ self.attention_energy  # [T, B]
+            # A finite floor, not -inf: an all-padding filler row then gets finite weights (zeroed below) and gradients.
+            scores = jnp.where(mask_t, scores, jnp.finfo(scores.dtype).min)
+            weights = jnp.where(mask_t, jax.nn.softmax(scores, axis=0), 0.0)
+            return jnp.einsum("tb,tbf->bf", weights, ys)
+        raise ValueError(f"unknown pooling {self.pooling!r}; choose last, mean, max or attention")
 
     def __call__(self, tokens, mask=None, *, train: bool = False):
         return add_bias(self.features(tokens, mask, train=train) @ self.dense, self.dense_bias)
@@ -365,7 +394,7 @@ def classifier_from_config(config, vocab_size: int, num_classes: int) -> Classif
                       hidden_size=m.hidden_size, num_layers=m.num_layers, cell=m.cell,
                       mogrifier_rounds=m.mogrifier_rounds, mogrifier_rank=m.mogrifier_rank, residual=m.residual,
                       layer_norm=m.layer_norm, bidirectional=m.bidirectional,
-                      pooling=m.pooling, dropout=m.dropout, embed_dropout=m.embed_dropout, word_dropout=m.word_dropout,
+                      pooling=m.pooling, head_size=m.head_size, dropout=m.dropout, embed_dropout=m.embed_dropout, word_dropout=m.word_dropout,
                       init_scale=m.init_scale,
                       freeze_embeddings=m.freeze_embeddings, speed=fast.Speed.from_config(config.speed))
 

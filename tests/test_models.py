@@ -12,6 +12,8 @@ from rnnlm.config import base_config
 from rnnlm.data.classification import pad_sequences, padding_mask
 from rnnlm.models import (OOV_ID, Classifier, LanguageModel, drop_words, classifier_from_config, count_params, init_params,
                           language_model_from_config)
+from conftest import D, H
+from test_cells import numpy_step
 from test_fast import _equations
 
 V, B, T = 11, 2, 8
@@ -136,8 +138,8 @@ def test_one_initialiser_and_one_counter():
 
 # --- the classifier --------------------------------------------------------------------------
 
-POOLING = ("last", "mean", "max")
-MODELS = [pytest.param(cell, bidirectional, POOLING[(i + bidirectional) % 3], 9 + 2 * i + bidirectional,
+POOLING = ("last", "mean", "max", "attention")
+MODELS = [pytest.param(cell, bidirectional, POOLING[(i + bidirectional) % len(POOLING)], 9 + 2 * i + bidirectional,
                        marks=() if cell == "lstm" else pytest.mark.slow)
           for i, cell in enumerate(CELLS) for bidirectional in (False, True)]  # each pooling both ways
 
@@ -169,6 +171,43 @@ def test_classifier_logits_do_not_depend_on_padding(cell, bidirectional, pooling
     # Without the mask, padding is read like any token, and the logits move.
     assert not check_unmasked or not (np.allclose(unmasked[0], alone, rtol=1e-4, atol=1e-5)
                 and np.allclose(unmasked[2], alone, rtol=1e-4, atol=1e-5))
+
+
+def test_attention_pooling_and_the_tanh_head_match_numpy():
+    """pooling="attention" with head_size: a masked bi-LSTM's logits against numpy, written from the
+    docstring: each direction over the valid tokens only, a_t = softmax_t(v . tanh(W y_t)), context
+    sum_t a_t y_t, then tanh(context @ W_head + b_head) @ dense + bias. A row of padding alone gives
+    finite logits and gradients."""
+    model = Classifier(vocab_size=12, num_classes=3, embed_size=D, hidden_size=H, num_layers=1, cell="lstm",
+                       bidirectional=True, pooling="attention", head_size=4, init_scale=0.5)
+    params = init_params(model, jax.random.PRNGKey(5))
+    params["dense_bias"] = jnp.array([0.3, -0.2, 0.1])
+    params["head_bias"] = jnp.linspace(-0.5, 0.5, 4)
+    params["attention_energy"] = 30.0 * params["attention_energy"]  # weights far from uniform
+    rows = [[3, 4, 5], [6, 7, 8, 9, 10], [2, 11, 3, 4, 5, 6]]
+    tokens = np.stack([pad_sequences([r], 6, "post")[0] for r in rows])
+    mask = np.stack([padding_mask([len(r)], 6, "post")[0] for r in rows])
+    logits = model.apply({"params": params}, tokens, mask)
+    p = {k: np.asarray(v, np.float64) for k, v in params.items() if not isinstance(v, dict)}
+
+    def direction(layer, xs):
+        carry, hs = (np.zeros(H), np.zeros(H)), []
+        for x in xs:
+            carry, h = numpy_step("lstm", params[layer], carry, x)
+            hs.append(h)
+        return np.stack(hs)
+
+    for row, out in zip(rows, logits):
+        xs = p["embedding"][row]
+        ys = np.concatenate([direction("layer_0", xs), direction("backward_layer_0", xs[::-1])[::-1]], axis=1)
+        scores = np.tanh(ys @ p["attention_keys"]) @ p["attention_energy"]
+        weights = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
+        assert weights.max() - weights.min() > 0.05  # far from a uniform mean
+        hidden = np.tanh(weights @ ys @ p["head"] + p["head_bias"])
+        np.testing.assert_allclose(out, hidden @ p["dense"] + p["dense_bias"], rtol=1e-5, atol=1e-6)
+    empty = jnp.zeros((1, 6), bool)
+    loss = lambda q: model.apply({"params": q}, jnp.zeros((1, 6), jnp.int32), empty).sum()
+    assert np.isfinite(loss(params)) and all(np.isfinite(g).all() for g in jax.tree.leaves(jax.grad(loss)(params)))
 
 
 def test_word_dropout_replaces_real_tokens_by_oov_only_in_training():
