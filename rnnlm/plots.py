@@ -110,7 +110,7 @@ def quality_against_time(workdirs, out, title: str = "perplexity against trainin
             continue
         line, = ax.plot([t / 60 for t, _ in points], [r["perplexity"] for _, r in points], "o-", ms=3,
                         label=f"{label}: valid")
-        test = [r for r in read_metrics(run) if r.get("split") == "test"]
+        test = [r for r in read_metrics(run) if r.get("split") in ("test", "test_best")]  # the best's, when kept
         if test:
             ax.plot(points[-1][0] / 60, test[-1]["perplexity"], "*", ms=11, color=line.get_color(),
                     label=f"{label}: test {test[-1]['perplexity']:.2f}")

@@ -149,8 +149,9 @@ def _report_stop(stop: str | None, step: int, checkpoints, log, say) -> bool:
 def train_and_evaluate(config, workdir) -> dict:
     """Train (or resume) the run in `workdir`, then evaluate and report it.
 
-    Returns the task's results (language model: {"step", "valid", "test", "sample"};
-    classifier: {"step", "best_step", "valid", "test"}); {"step", "preempted": True} when a
+    Returns the task's results ({"step", "best_step", "valid", "test"}, valid and test scored at the
+    checkpoint kept as best; a language model adds "final" (the final parameters' scores, when they are
+    not the best) and "sample"); {"step", "preempted": True} when a
     SIGTERM or Ctrl-C stopped it (a checkpoint of that step is written first); a finished run's
     saved results, without training or evaluating again, when it is rerun unchanged.
     """
@@ -365,7 +366,7 @@ def _finished_results(workdir, step: int) -> dict | None:
             final[record["split"].removesuffix("_best")] = record  # a classifier reports its best checkpoint's
     if "test" not in final:
         return None
-    strip = lambda record: {k: v for k, v in record.items() if k not in ("step", "epoch", "split")}
+    strip = lambda record: {k: v for k, v in record.items() if k not in ("step", "epoch", "split", "best_step")}
     return {"step": step, "valid": strip(final.get("valid", {})), "test": strip(final["test"]), "complete": True}
 
 

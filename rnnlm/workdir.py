@@ -238,7 +238,7 @@ class MetricLog:
             except json.JSONDecodeError:  # a line torn by a kill mid-write
                 continue
             # Test records summarise a finished run; the resumed run writes its own.
-            if record["step"] <= step and record["split"] != "test":
+            if record["step"] <= step and record["split"] not in ("test", "valid_best", "test_best"):
                 kept.append(line)
         write_atomically(self.path, "".join(line + "\n" for line in kept).encode())
 

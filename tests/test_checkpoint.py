@@ -143,6 +143,28 @@ def test_a_run_stopped_mid_epoch_offers_its_final_validation_as_the_best_and_a_r
     assert history(tmp_path / "run") == records  # nothing appended
 
 
+def test_a_language_model_whose_best_checkpoint_is_not_its_last_reports_both(tmp_path, corpus, monkeypatch):
+    """valid and test are scored at the best checkpoint (as AWD-LSTM and the classifier), the final
+    parameters' scores kept under "final"; `rnnlm eval` of each checkpoint gives the same numbers."""
+    from rnnlm.runs import load_run
+    config = tiny_config(corpus, max_steps=0, epochs=2, batch_size=16, bptt=32, checkpoint_every=0)
+    # Which epoch validates best is up to the data; the earliest checkpoint is declared the best instead.
+    monkeypatch.setattr(Checkpoints, "best_step", lambda self: min(self.manager.all_steps()))
+    results = train_lib.train_and_evaluate(config, tmp_path / "run")
+    first = results["best_step"]
+    assert 0 < first < results["step"]
+    for split in ("valid", "test"):
+        assert results[split]["loss"] == pytest.approx(load_run(tmp_path / "run", str(first)).evaluate(split)["loss"], rel=1e-6)
+        final = load_run(tmp_path / "run", "latest").evaluate(split)["loss"]
+        assert results["final"][split]["loss"] == pytest.approx(final, rel=1e-6)
+        assert abs(results[split]["loss"] - final) > 1e-4  # two different parameter sets were scored
+    records = history(tmp_path / "run")
+    assert [r["split"] for r in records[-4:]] == ["valid", "test", "valid_best", "test_best"]
+    assert records[-1]["best_step"] == first
+    again = train_lib.train_and_evaluate(config, tmp_path / "run")  # a finished run reports the best's again
+    assert again["complete"] and again["test"] == results["test"] and again["valid"] == results["valid"]
+
+
 def test_old_checkpoints_are_pruned_and_the_best_kept(tmp_path, corpus):
     config = tiny_config(corpus, max_steps=0, epochs=3, checkpoint_every=7, keep_checkpoints=2)
     train_lib.train_and_evaluate(config, tmp_path / "run")

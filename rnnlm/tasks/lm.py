@@ -201,6 +201,8 @@ class LanguageModelTask(Task):
         return f"valid loss {metrics['loss']:.4f}, perplexity {metrics['perplexity']:.2f}, {unit} {metrics['loss'] / LN2:.4f}"
 
     def finish(self, state, context: Context):
+        """The final parameters' valid and test scores, then, where an earlier checkpoint validated
+        better, that checkpoint's (logged as valid_best and test_best, and returned as valid and test)."""
         step, say, log = context.step, context.say, context.log
         valid = context.valid
         if valid is None:  # the last validation is older than the final parameters
@@ -211,6 +213,16 @@ class LanguageModelTask(Task):
         log.write({"step": step, "epoch": context.epoch, "split": "test", **results["test"]})
         for split in ("valid", "test"):
             say(f"{split}: {describe(results[split], self.tokenizer.kind)}")
+        best = context.best_step
+        results["best_step"] = step if best is None else best
+        if best is not None and best != step:  # a run that overfits: report its best checkpoint too, as AWD-LSTM
+            params = context.restore_params(best)
+            results["final"] = {"valid": results["valid"], "test": results["test"]}
+            for split in ("valid", "test"):
+                results[split] = self.evaluate(params, split)
+                log.write({"step": step, "epoch": context.epoch, "split": f"{split}_best", "best_step": best,
+                           **results[split]})
+                say(f"{split} at the best checkpoint (step {best}): {describe(results[split], self.tokenizer.kind)}")
         sample = self.config.sample
         if sample.length > 0:
             results["sample"] = sample_text(self.model, state.params, self.tokenizer, sample.prompt,
