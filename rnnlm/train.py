@@ -363,7 +363,7 @@ def _finished_results(workdir, step: int) -> dict | None:
     final = {}
     for record in logged_records(workdir):
         if record.get("step") == step and record.get("split") in ("valid", "test", "valid_best", "test_best"):
-            final[record["split"].removesuffix("_best")] = record  # a classifier reports its best checkpoint's
+            final[record["split"].removesuffix("_best")] = record  # the best checkpoint's, when logged after the final's
     if "test" not in final:
         return None
     strip = lambda record: {k: v for k, v in record.items() if k not in ("step", "epoch", "split", "best_step")}

@@ -237,7 +237,7 @@ class MetricLog:
                 record = json.loads(line)
             except json.JSONDecodeError:  # a line torn by a kill mid-write
                 continue
-            # Test records summarise a finished run; the resumed run writes its own.
+            # Test and _best records summarise a finished run; the resumed run writes its own.
             if record["step"] <= step and record["split"] not in ("test", "valid_best", "test_best"):
                 kept.append(line)
         write_atomically(self.path, "".join(line + "\n" for line in kept).encode())
