@@ -16,9 +16,18 @@ import pytest
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
-# One persistent compilation cache for the session, this process's and the CLI subprocesses' (through the
-# environment): a resumed or repeated run loads its executables instead of compiling them again.
-COMPILATION_CACHE = tempfile.mkdtemp(prefix="rnnlm-test-jax-cache-")
+# One persistent compilation cache, shared by this process, the xdist workers and the CLI subprocesses (through
+# the environment): a repeated run loads its executables instead of compiling them, which is most of the inner
+# loop's time. Its keys hold the HLO, JAX's version and the flags, so a changed function simply compiles again.
+# JAX's own size bound locks the folder on every read and write (a cold run took half as long again), so the
+# folder is emptied instead once it passes 1 GiB. RNNLM_TEST_JAX_CACHE=temp starts cold and cleans up after.
+_CACHE_SETTING = os.environ.get("RNNLM_TEST_JAX_CACHE", "")
+if _CACHE_SETTING == "temp":
+    COMPILATION_CACHE = tempfile.mkdtemp(prefix="rnnlm-test-jax-cache-")
+else:
+    COMPILATION_CACHE = _CACHE_SETTING or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "rnnlm", "test-jax-cache")
+    os.makedirs(COMPILATION_CACHE, exist_ok=True)
 os.environ.update(JAX_COMPILATION_CACHE_DIR=COMPILATION_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 jax.config.update("jax_compilation_cache_dir", COMPILATION_CACHE)
@@ -26,8 +35,18 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def pytest_sessionstart(session):
+    if getattr(session.config, "workerinput", None) is None and _CACHE_SETTING != "temp":  # the controller only
+        entries = list(pathlib.Path(COMPILATION_CACHE).iterdir())
+        if sum(e.stat().st_size for e in entries if e.is_file()) > 1 << 30:
+            for e in entries:
+                e.unlink(missing_ok=True)
+
+
 def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
+    if _CACHE_SETTING == "temp":
+        shutil.rmtree(COMPILATION_CACHE, ignore_errors=True)
+
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -35,6 +35,7 @@ def test_the_mixture_by_hand():
     np.testing.assert_allclose(np.exp(np.asarray(first[0]))[0], 0.1, rtol=1e-6)  # nothing cached yet: the model
 
 
+@pytest.mark.slow
 def test_padding_never_enters_the_cache():
     top = jnp.asarray([[[1.0], [2.0]]])
     after, _ = cache.mix(cache.empty(1, 4, 1), top, jnp.zeros((1, 2)), jnp.asarray([[3, 4]], jnp.int32),
@@ -50,6 +51,7 @@ def setup():
     return model, params, ids, sharding.make_mesh(1)
 
 
+@pytest.mark.slow
 def test_lambda_zero_is_static_evaluation_and_the_cache_helps_a_repetitive_text(setup):
     model, params, ids, mesh = setup
     static = Evaluator(model, mesh, 2, 7)(params, ids, False)
@@ -60,6 +62,7 @@ def test_lambda_zero_is_static_evaluation_and_the_cache_helps_a_repetitive_text(
     assert on["loss"] < static["loss"] - 0.1 and on["tokens"] == len(ids) - 1
 
 
+@pytest.mark.slow
 def test_with_dynamic_evaluation_at_learning_rate_zero_it_is_the_cache_alone(setup):
     model, params, ids, mesh = setup
     settings = cache.Settings(window=20, theta=0.5, lam=0.3)
@@ -83,6 +86,7 @@ def test_bad_settings_are_one_line_errors(bad, message):
         cache.Settings.from_config(base_config().eval, None, **bad)
 
 
+@pytest.mark.slow
 def test_the_command_tunes_the_cache_and_saves_its_choice(char_run):
     out = subprocess.run([sys.executable, "-m", "rnnlm", "eval", "--workdir", str(char_run), "--cache", "--tune",
                           "--cache-window=50"], capture_output=True, text=True, timeout=300)

@@ -36,6 +36,7 @@ def mesh():
     return sharding.make_mesh(1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ["sgd", "rms"])
 @pytest.mark.parametrize("reference", [True, False], ids=["reference", "fast"])
 def test_learning_rate_zero_is_static_evaluation(text, mesh, rule, reference):
@@ -83,6 +84,7 @@ def numpy_dynamic(model, params, text, settings, ms):
     return total / n
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", ["sgd", "rms"])
 def test_the_rules_against_a_step_by_step_reference(text, mesh, rule):
     model, params = model_and_params(reference=True)
@@ -95,6 +97,7 @@ def test_the_rules_against_a_step_by_step_reference(text, mesh, rule):
     assert abs(ours["loss"] - static["loss"]) > 1e-3  # the steps changed something
 
 
+@pytest.mark.slow
 def test_a_repeated_text_is_scored_better_the_second_time(mesh):
     """A text of 4 of the 17 symbols, twice: the first window is scored as statically (nothing seen yet),
     the second copy better than the first and than static evaluation."""
@@ -127,6 +130,7 @@ def test_settings_come_from_the_config_then_the_saved_choice_then_the_flags(tmp_
             Settings.from_config(e, None, **bad)
 
 
+@pytest.mark.slow
 def test_the_command_tunes_saves_and_refuses_bad_input(char_run):
     def rnnlm(*args):
         return subprocess.run([sys.executable, "-m", "rnnlm", "eval", "--workdir", str(char_run), *args],

@@ -104,7 +104,7 @@ def test_summed_gates_is_exactly_what_the_core_sees_only_as_a_sum(name):
 
 @pytest.mark.parametrize("masked", [True, pytest.param(False, marks=SLOW)], ids=["masked", "unmasked"])
 @pytest.mark.parametrize("reverse", [False, pytest.param(True, marks=SLOW)])
-@pytest.mark.parametrize("name", [n if n in ("lstm", "gru") else pytest.param(n, marks=SLOW) for n in AFFINE_CELLS])
+@pytest.mark.parametrize("name", [n if n == "lstm" else pytest.param(n, marks=SLOW) for n in AFFINE_CELLS])
 def test_a_layer_reading_an_input_table_by_id_equals_embedding_then_projection(name, reverse, masked):
     """bptt.scan_layer over token ids into input_table(embedding, params): the same outputs (forward-only:
     one-hot rows for the GRUs) and the same gradients for the embedding and every weight (gathered rows,
@@ -166,7 +166,8 @@ def test_a_wavefront_refuses_fewer_steps_than_layers():
 
 # --- decoder_loss.py: the window's loss in time chunks ---------------------------------------
 
-@pytest.mark.parametrize("tie", [False, pytest.param(True, marks=SLOW)])
+@pytest.mark.slow
+@pytest.mark.parametrize("tie", [False, True])
 def test_chunked_losses_equal_the_reference_window_loss(tie):
     """Evaluation (lax.map) and training (fused VJP) in time chunks, padded with zero weights, give the
     loss and gradients of the reference: optax's cross-entropy over the whole window's logits."""
@@ -232,7 +233,8 @@ def test_bfloat16_matmul_backward_in_bfloat16_tracks_the_reference():
 
 # --- whole models: the fast paths against speed.reference=True ------------------------------------
 
-@pytest.mark.parametrize("name", [n if n == "gru" else pytest.param(n, marks=SLOW) for n in sorted(CELLS)])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CELLS))
 def test_a_language_model_with_its_fast_paths_equals_its_reference(name):
     """Logits and carries (evaluation: table, wavefront, bptt forward) and the training loss and gradients
     (dropout between layers and before the decoder; table and bptt) with every fast path the rules choose,
@@ -269,7 +271,8 @@ def test_a_language_model_with_its_fast_paths_equals_its_reference(name):
         assert_trees_close(loss_and_grads(m), want_loss)
 
 
-@pytest.mark.parametrize("name", ["lstm", pytest.param("gru", marks=SLOW), pytest.param("gru_cho", marks=SLOW)])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lstm", "gru", "gru_cho"])
 def test_a_bidirectional_masked_classifier_with_its_fast_paths_equals_its_reference(name):
     model = Classifier(vocab_size=9, num_classes=3, embed_size=5, hidden_size=4, num_layers=2, cell=name,
                        bidirectional=True, pooling="mean", dropout=0.2)
@@ -356,6 +359,7 @@ def _dots_per_scan_step(model, tokens):
     return [sum(e.primitive.name == "dot_general" for e in _equations(s.params["jaxpr"].jaxpr)) for s in scans]
 
 
+@pytest.mark.slow
 def test_each_loop_step_multiplies_what_the_plan_says():
     """What each loop step multiplies in a forward-only pass (what the benchmark's FLOP count assumes):
     in the loop on CPUs x_t @ w_x beside h @ w_h; folded, an LSTM gathers its rows and makes only
@@ -370,6 +374,7 @@ def test_each_loop_step_multiplies_what_the_plan_says():
     assert _dots_per_scan_step(unfolded.clone(speed=REFERENCE), window) == [1]  # projected before the loop
 
 
+@pytest.mark.slow
 def test_speed_linear_scan_picks_the_scan_and_both_give_the_same_model():
     """speed.linear_scan: "auto" is the loop on a CPU and the associative scan elsewhere; a minGRU language
     model's training loss and gradients and a bidirectional masked minLSTM classifier's logits are the same

@@ -38,6 +38,7 @@ def test_two_half_windows_with_carry_equal_one_window(model_and_params):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_dropout_only_when_training(model_and_params):
     model, params = model_and_params
     tokens = jnp.ones((B, T), jnp.int32)
@@ -92,8 +93,8 @@ def test_tied_weights_share_the_embedding(embed, hidden):
                                rtol=1e-5)
 
 
-@pytest.mark.parametrize("cell", ["lstm", pytest.param("gru", marks=pytest.mark.slow),
-                                  pytest.param("gru_cho", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", ["lstm", "gru", "gru_cho"])
 def test_bfloat16_matmuls_track_float32(cell):
     """matmul_dtype=bfloat16: same loss and gradients as float32 to bf16 precision; gradients stay float32."""
     full = LanguageModel(vocab_size=V, embed_size=6, hidden_size=8, num_layers=2, cell=cell, tie_weights=True)
@@ -144,6 +145,7 @@ MODELS = [pytest.param(cell, bidirectional, POOLING[(i + bidirectional) % len(PO
           for i, cell in enumerate(CELLS) for bidirectional in (False, True)]  # each pooling both ways
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell,bidirectional,pooling,width", MODELS)
 def test_classifier_logits_do_not_depend_on_padding(cell, bidirectional, pooling, width):
     model = Classifier(vocab_size=20, num_classes=3, embed_size=6, hidden_size=5, num_layers=2, cell=cell,
@@ -173,6 +175,7 @@ def test_classifier_logits_do_not_depend_on_padding(cell, bidirectional, pooling
                 and np.allclose(unmasked[2], alone, rtol=1e-4, atol=1e-5))
 
 
+@pytest.mark.slow
 def test_attention_pooling_and_the_tanh_head_match_numpy():
     """pooling="attention" with head_size: a masked bi-LSTM's logits against numpy, written from the
     docstring: each direction over the valid tokens only, a_t = softmax_t(v . tanh(W y_t)), context
@@ -210,6 +213,7 @@ def test_attention_pooling_and_the_tanh_head_match_numpy():
     assert np.isfinite(loss(params)) and all(np.isfinite(g).all() for g in jax.tree.leaves(jax.grad(loss)(params)))
 
 
+@pytest.mark.slow
 def test_word_dropout_replaces_real_tokens_by_oov_only_in_training():
     """model.word_dropout: a real token becomes <oov> (id 1) with the given probability, padding never does,
     and the classifier reads the replaced ids in training only."""

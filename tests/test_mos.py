@@ -28,6 +28,7 @@ def features_of(model, params, tokens):
     return model.apply({"params": params}, tokens, model.initial_carry(tokens.shape[0]), method=model.features)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
 def test_one_component_is_a_softmax_over_its_tanh_latent(tokens, tied):
     model = model_of(1, tied)
@@ -43,6 +44,7 @@ def test_one_component_is_a_softmax_over_its_tanh_latent(tokens, tied):
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [1, 3, 7])
 def test_the_mixture_is_a_distribution_for_every_k(tokens, k):
     model = model_of(k, True)
@@ -61,6 +63,7 @@ def test_the_mixture_is_a_distribution_for_every_k(tokens, k):
                                atol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_the_chunked_loss_equals_the_reference_and_its_gradients(tokens, train):
     model = model_of(3, False)
@@ -81,6 +84,7 @@ def test_the_chunked_loss_equals_the_reference_and_its_gradients(tokens, train):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_gradients_against_finite_differences(tokens):
     """Directional derivatives along random directions of the mixture's parameters: autodiff's against
     central differences (float32, so along whole directions, not single tiny entries)."""
@@ -103,6 +107,7 @@ def test_gradients_against_finite_differences(tokens):
             np.testing.assert_allclose(analytic, numeric, rtol=1e-2, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_sampling_and_scoring_read_the_mixture(tokens):
     from rnnlm.scoring import stream_log_probs
     model = model_of(4, True)

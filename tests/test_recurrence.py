@@ -137,6 +137,7 @@ def test_a_perturbation_probe_differentiates_with_respect_to_h(inputs):
     assert not np.allclose(probe_ys, scan_layer(cell, params, carry, inputs)[1])  # the probe reaches the stack
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mingru", "minlstm"])
 def test_parallel_scan_of_a_linear_cell_equals_its_loop(name):
     """`scan_linear` (associative scan over affine maps) against the sequential scan of the same update:
@@ -169,6 +170,7 @@ def test_parallel_scan_of_a_linear_cell_equals_its_loop(name):
         np.testing.assert_allclose(g_par[k], g_seq[k], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_parallel_scan_forgets_a_state_whose_weight_underflows():
     """Many steps with a ~ 1e-3: the prefix product underflows to 0 in float32, h_0's true weight."""
     cell = get_cell("mingru")

@@ -53,6 +53,7 @@ def recorded_dropout(monkeypatch):
 
 # --- locked dropout ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_locked_masks_are_constant_over_a_window_and_differ_between_streams_units_and_windows():
     x = jnp.ones((30, 64, 16))
     out = np.asarray(recurrence.dropout(jax.random.PRNGKey(1), 0.5, x, locked=True))
@@ -73,6 +74,7 @@ def test_dropout_keeps_the_expected_value():
         assert abs(float(out.mean()) - 3.0) < 0.05
 
 
+@pytest.mark.slow
 def test_the_model_locks_all_three_dropouts_and_each_layer_draws_its_own(monkeypatch, tokens):
     model = awd_model(hidden_sizes=(H, H, E), dropout=0.4, embed_dropout=0.3, hidden_dropout=0.25,
                       locked_dropout=True)
@@ -121,6 +123,7 @@ def spy_on(monkeypatch, name):
     return outputs
 
 
+@pytest.mark.slow
 def test_the_model_reads_the_row_dropped_embedding(tokens, monkeypatch):
     model = awd_model(embed_row_dropout=0.5)
     plain = awd_model()
@@ -136,6 +139,7 @@ def test_the_model_reads_the_row_dropped_embedding(tokens, monkeypatch):
                                rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
 def test_weight_drop_equals_the_masked_matrix_and_its_gradient_reaches_the_raw_one(tokens, reference, monkeypatch):
     """Outputs and gradients: the model with weight drop against the plain model run on the masked w_h,
@@ -177,6 +181,7 @@ def test_weight_drop_mask_is_one_per_window_for_all_steps_and_streams():
 
 # --- widths -----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_per_layer_widths_build_awds_stack_and_tie_without_a_projection(tokens):
     model = awd_model(hidden_sizes=(12, 10, E))
     params = init_params(model, jax.random.PRNGKey(0))
@@ -312,6 +317,7 @@ def test_drawn_windows_hold_every_target_once_and_mask_their_padding():
     np.testing.assert_array_equal(np.sort(np.concatenate(seen)), np.sort(ids[1:]))
 
 
+@pytest.mark.slow
 def test_a_masked_padding_step_keeps_the_carry(tokens):
     model = awd_model()
     params = init_params(model, jax.random.PRNGKey(0))

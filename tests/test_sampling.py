@@ -41,6 +41,7 @@ def test_top_k_keeps_the_k_largest(k):
         assert set(np.nonzero(np.isfinite(row))[0]) == set(np.argsort(-original)[:k])
 
 
+@pytest.mark.slow
 def test_temperature_scales_and_zero_is_greedy():
     logits = jax.random.normal(jax.random.PRNGKey(5), (64, 9))
     np.testing.assert_allclose(filter_logits(logits, 0.5, 0, 1.0), logits / 0.5, rtol=1e-6)
@@ -99,6 +100,7 @@ def word_tokenizer():
     return WordTokenizer.fit("the cat sat on the mat .\na dog ran to the red door .\n")
 
 
+@pytest.mark.slow
 def test_a_long_text_streams_in_chunks_that_continue_one_another(tiny_lm, word_tokenizer, monkeypatch):
     """Greedy decoding does not depend on the keys, so a text sampled in chunks of 4 tokens must equal
     the one-shot `generate` of the same length: the carry and the last token flow between chunks."""
@@ -145,6 +147,7 @@ def sequence_log_prob(model, params, prompt, continuation):
     return float(sum(logp[len(prompt) - 1 + i, t] for i, t in enumerate(continuation)))
 
 
+@pytest.mark.slow
 def test_beam_one_is_greedy(beam_model):
     model, params = beam_model
     prompt = jnp.asarray([[1, 4, 2]], jnp.int32)
@@ -157,6 +160,7 @@ def test_beam_one_is_greedy(beam_model):
                                                                    np.asarray(tokens[0])), rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(4))
 def test_the_best_beam_is_never_less_likely_than_greedy(beam_model, seed):
     model, params = beam_model

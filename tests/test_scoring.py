@@ -46,6 +46,7 @@ def direct_log_prob(run, line):
     return logp[np.arange(len(ids)), ids]
 
 
+@pytest.mark.slow
 def test_each_line_alone_equals_a_direct_computation_whatever_its_batch(word_run):
     run = load_run(word_run[0])
     lines = ["the cat sat", "a big red house on the mat and the dog ran to the cat", "dog", "mat mat mat mat"] * 5
@@ -73,6 +74,7 @@ def test_carried_totals_equal_eval_on_the_same_text(word_run):
     assert records[0]["tokens"] == len(lines[0].split())  # its first word is context only
 
 
+@pytest.mark.slow
 def test_the_command_reads_standard_input_and_writes_jsonl(word_run):
     workdir, _ = word_run
     out = subprocess.run([sys.executable, "-m", "rnnlm", "score", "--workdir", str(workdir), "--text-file", "-"],

@@ -13,6 +13,7 @@ from rnnlm.state import (check_fits, create_train_state, device_memory, initial_
                          train_bytes)
 
 
+@pytest.mark.slow
 def test_the_train_state_starts_from_the_seeds_keys_and_reads_back(tmp_path):
     model = LanguageModel(vocab_size=7, embed_size=4, hidden_size=4, num_layers=1)
     tx = optim.make_optimizer(base_config().train, total_steps=1)

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from rnnlm.models import LanguageModel, init_params
 from rnnlm.studies import activations
@@ -35,6 +36,7 @@ def test_correlations_against_numpy_and_a_planted_unit():
     assert (best["layer"], best["state"], best["unit"]) == (0, "h", 4) and best["r"] < -0.99
 
 
+@pytest.mark.slow
 def test_trace_matches_numpy_lstm_equations():
     model = LanguageModel(vocab_size=7, embed_size=3, hidden_size=4, num_layers=2, cell="lstm")
     params = _init(model, 2)

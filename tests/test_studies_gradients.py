@@ -64,6 +64,7 @@ def test_scaled_norm_keeps_tiny_and_huge_vectors():
     np.testing.assert_allclose(jax.jit(gradients.scaled_norm)(x), [5e-25, 5e30, 0.0], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_top_layer_lag_zero_is_the_softmax_gradient_and_lags_are_per_sequence():
     model = LanguageModel(vocab_size=5, embed_size=3, hidden_size=4, num_layers=2, cell="lstm")
     params = _init(model, 1)

@@ -70,6 +70,7 @@ def test_apply_overrides_checks_fields_and_types():
     assert "/" not in sweep.point_name({"data.corpus": "a/b.txt"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell,tie,embed", [("rnn", False, 12), ("gru", True, 12), ("gru_cho", True, 20)])
 def test_model_params_counts_the_model_the_config_builds(cell, tie, embed):
     config = base_config()
@@ -206,6 +207,7 @@ def test_tiny_sweep_runs_skips_finished_points_and_writes_the_table(tmp_path, ca
     assert cli.main(command + ["--seeds", "one"]) == 2 and "--seeds" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment, arg", [("cell_type", "char"), ("cell_type", "ptb_tiny"), ("cell_type", "char_wall"),
                                              ("hidden_size", None),
                                              ("masking", "tiny"), ("tokenizer", "tiny")])

@@ -49,6 +49,7 @@ def test_a_tiny_model_overfits_a_tiny_text(tmp_path):
     assert abs(results["valid"]["bits_per_char"] - results["valid"]["loss"] / np.log(2)) < 1e-9
 
 
+@pytest.mark.slow
 def test_the_evaluator_scores_every_token_with_the_state_carried_across_windows():
     """The split's total NLL, window by window over 3 streams, equals each stream's contiguous
     sequence scored in one call of the reference model from a zero state."""
