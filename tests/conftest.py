@@ -10,8 +10,15 @@ import pathlib
 import shutil
 import tempfile
 
-import jax
-import pytest
+# Compile for speed of compiling: at the tests' tiny shapes XLA's optimisation passes cost far more than they
+# save. The environment carries the flags to the xdist workers and the CLI subprocesses; RNNLM_TEST_XLA_OPT=1
+# tests the optimised build users run.
+if os.environ.get("RNNLM_TEST_XLA_OPT") != "1":
+    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0",
+                                        "--xla_llvm_disable_expensive_passes=true"]).strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
