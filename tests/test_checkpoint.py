@@ -166,7 +166,7 @@ def test_a_language_model_whose_best_checkpoint_is_not_its_last_reports_both(tmp
 
 
 def test_old_checkpoints_are_pruned_and_the_best_kept(tmp_path, corpus):
-    config = tiny_config(corpus, max_steps=0, epochs=3, checkpoint_every=7, keep_checkpoints=2)
+    config = tiny_config(corpus, max_steps=0, epochs=3, batch_size=16, checkpoint_every=20, keep_checkpoints=2)
     train_lib.train_and_evaluate(config, tmp_path / "run")
     checkpoints = tmp_path / "run" / "checkpoints"
     steps = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
