@@ -158,8 +158,7 @@ def test_killed_and_preempted_runs_end_bitwise_equal_to_an_uninterrupted_one(cas
 AWD = ["--config.model.locked_dropout=True", "--config.model.weight_drop=0.3", "--config.model.embed_row_dropout=0.1",
        "--config.model.hidden_dropout=0.1", "--config.train.ar=2", "--config.train.tar=1",
        "--config.train.averaging=always", "--config.train.variable_bptt=True", "--config.train.bptt_bucket=24",
-       "--config.train.optimizer=sgd",
-       "--config.train.learning_rate=1.0", "--config.train.weight_decay=1e-4"]
+       "--config.train.optimizer=sgd", "--config.train.learning_rate=1.0", "--config.train.weight_decay=1e-4"]
 
 
 def interrupt_and_compare(case, tmp_path, signals, extra=()):
