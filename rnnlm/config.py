@@ -107,8 +107,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.loss = "token_mean"  # token_mean | time_sum (sum over time, mean over batch, as Zaremba et al.)
     c.train.ar = 0.0  # lm: AR, ar * mean(h^2) of the top layer's dropped outputs added to the loss (AWD's alpha)
     c.train.tar = 0.0  # lm: TAR, tar * mean((h_t - h_{t-1})^2) of its undropped outputs (AWD's beta)
-    c.train.averaging = "none"  # none | nonmono (NT-ASGD: once validation stalls) | always: evaluate the iterates' mean
+    c.train.averaging = "none"  # none | nonmono (NT-ASGD: once validation stalls) | always | epoch: evaluate the iterates' mean
     c.train.nonmono = 5  # averaging=nonmono: start when an epoch's validation is worse than the best but the last n
+    c.train.average_start_epoch = 0  # averaging=epoch: start at the end of this epoch (tail averaging)
     c.train.init_from = ""  # a finished run's workdir: start from its best checkpoint (finetune; the original is only read)
     c.train.log_every = 50  # steps between progress lines and metric records
     c.train.checkpoint_every = 500  # steps between mid-epoch checkpoints; 0 = epoch ends only
@@ -294,6 +295,7 @@ def validate(config) -> None:
 
 def _validate_regularisation(config) -> None:
     """The AWD-LSTM fields: per-layer widths, the between-layer rate, weight drop's cell, averaging."""
+    from rnnlm import optim
     from rnnlm.cells import get_cell
     from rnnlm.errors import UserError
     m, t = config.model, config.train
@@ -305,10 +307,14 @@ def _validate_regularisation(config) -> None:
         raise UserError(f"model.hidden_dropout must be in [0, 1) or -1 (= model.dropout), got {m.hidden_dropout}")
     if m.weight_drop and not get_cell(m.cell).has_recurrent_matrix:
         raise UserError(f"model.weight_drop drops entries of w_h, and a {m.cell} cell has none (its gates read x_t alone)")
-    if t.averaging not in ("none", "nonmono", "always"):
-        raise UserError(f"unknown train.averaging {t.averaging!r}; choose one of none, nonmono, always")
+    if t.averaging not in optim.AVERAGING:
+        raise UserError(f"unknown train.averaging {t.averaging!r}; choose one of {', '.join(optim.AVERAGING)}")
     if t.nonmono < 1:
         raise UserError(f"train.nonmono must be at least 1, got {t.nonmono}")
+    if t.averaging == "epoch" and not 1 <= t.average_start_epoch < t.epochs:
+        raise UserError(f"train.averaging=epoch starts at the end of epoch train.average_start_epoch, which must be "
+                        f"from 1 to train.epochs - 1 ({t.epochs - 1}), got {t.average_start_epoch} "
+                        f"(averaging=always averages from the first step)")
     if t.variable_bptt and t.bptt < 5:
         raise UserError(f"train.variable_bptt draws windows of at least 5 tokens; train.bptt must be at least 5, "
                         f"got {t.bptt}")

@@ -173,7 +173,7 @@ def apply_gradients(tx, grads, opt_state, params, loss_sum, skip_nonfinite: bool
 
 # --- iterate averaging ------------------------------------------------------------------------
 
-AVERAGING = ("none", "nonmono", "always")
+AVERAGING = ("none", "nonmono", "always", "epoch")
 
 
 def initial_average(params, mode: str):
@@ -182,7 +182,7 @@ def initial_average(params, mode: str):
     if mode == "none":
         return None
     return {"params": jax.tree_util.tree_map(jnp.copy, params), "count": jnp.zeros((), jnp.int32),
-            "on": jnp.asarray(mode == "always")}
+            "on": jnp.asarray(mode == "always")}  # nonmono and epoch switch it on later, from the host
 
 
 def update_average(average, params, finite=True):
@@ -209,25 +209,31 @@ class Averaging:
     """The host's averaging trigger. `nonmono` is AWD-LSTM's code (main.py; its authors confirm the code,
     not the paper's Algorithm 1, in awd-lstm-lm #13 and #73): at an epoch's validation, switch on when more
     than `nonmono` validations are logged and this one is worse than the best of all but the last
-    `nonmono` of them; the current one joins the history after the test, and only before the switch."""
+    `nonmono` of them; the current one joins the history after the test, and only before the switch.
+    `epoch` is tail averaging (as stochastic weight averaging's start): on at the end of epoch `start_epoch`."""
 
     mode: str
     nonmono: int
+    start_epoch: int = 0
     history: list = dataclasses.field(default_factory=list)
     started_step: int | None = None
 
     @classmethod
     def from_config(cls, train_config, saved: dict | None = None):
-        averaging = cls(train_config.averaging, train_config.nonmono)
+        averaging = cls(train_config.averaging, train_config.nonmono, train_config.average_start_epoch)
         if saved:
             averaging.history, averaging.started_step = list(saved["history"]), saved["started_step"]
         return averaging
 
-    def should_start(self, valid_loss: float, step: int) -> bool:
-        """Record an epoch's validation loss; True once, when `nonmono` averaging is to switch on now."""
-        if self.mode != "nonmono" or self.started_step is not None:
+    def should_start(self, valid_loss: float, step: int, epoch: int = 0) -> bool:
+        """Record the validation loss after `epoch` completed epochs; True once, when `nonmono` or `epoch`
+        averaging is to switch on now."""
+        if self.mode not in ("nonmono", "epoch") or self.started_step is not None:
             return False
-        start = len(self.history) > self.nonmono and valid_loss > min(self.history[:-self.nonmono])
+        if self.mode == "epoch":
+            start = epoch >= self.start_epoch
+        else:
+            start = len(self.history) > self.nonmono and valid_loss > min(self.history[:-self.nonmono])
         self.history.append(valid_loss)
         if start:
             self.started_step = step

@@ -303,10 +303,11 @@ def _train_and_evaluate(config, workdir: pathlib.Path, held: contextlib.ExitStac
                 epoch, position = epoch + 1, 0
                 valid = task.evaluate(optim.evaluation_params(state), "valid")
                 controller.end_epoch(valid["loss"])
-                if averaging.should_start(task.selection_score(valid), step):
+                if averaging.should_start(task.selection_score(valid), step, epoch):
                     state = state.replace(average=optim.start_averaging(state.average))
-                    say(f"averaging: on from step {step} (validation did not improve on the best before the last "
-                        f"{train_config.nonmono} epochs)")
+                    say(f"averaging: on from step {step} " + (
+                        f"(the end of epoch {epoch})" if averaging.mode == "epoch" else
+                        f"(validation did not improve on the best before the last {train_config.nonmono} epochs)"))
                 log.write({"step": step, "epoch": epoch, "split": "valid", "train_seconds": seconds,
                            **task.epoch_record(valid)})
                 say(f"epoch {epoch}: {task.describe_epoch(valid)}")

@@ -240,6 +240,25 @@ def test_the_nonmono_trigger_against_an_independent_reading_of_the_rule(n):
     assert not any(always.should_start(x, 0) for x in (3, 2, 5, 6, 7, 8, 9, 10))
 
 
+def test_tail_averaging_starts_once_at_the_end_of_its_epoch_and_resumes_without_firing_again():
+    trigger = optim.Averaging("epoch", 5, start_epoch=3)
+    losses = [5.0, 4.0, 3.0, 2.0, 1.0, 0.5]  # improving throughout: nonmono would never fire
+    fired = [epoch for epoch, loss in enumerate(losses, 1) if trigger.should_start(loss, 10 * epoch, epoch)]
+    assert fired == [3] and trigger.started_step == 30
+    resumed = optim.Averaging.from_config(
+        _train_config(averaging="epoch", average_start_epoch=3, epochs=10), trigger.to_dict())
+    assert resumed.started_step == 30 and not resumed.should_start(0.1, 70, 7)
+    late = optim.Averaging.from_config(_train_config(averaging="epoch", average_start_epoch=3, epochs=10),
+                                       optim.Averaging("epoch", 5, start_epoch=3).to_dict())
+    assert late.should_start(9.0, 40, 4)  # a run resumed past its start epoch before the switch switches at once
+
+
+def _train_config(**fields):
+    config = base_config().train
+    config.update(fields)
+    return config
+
+
 def test_the_average_is_the_mean_of_the_iterates_since_the_trigger():
     rng = np.random.default_rng(0)
     iterates = [{"w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32), "b": jnp.asarray(rng.normal(size=4), jnp.float32)}
@@ -350,6 +369,14 @@ def test_bad_settings_are_one_line_errors(field, value, message):
     section, key = field.split(".")
     config[section][key] = value
     with pytest.raises(UserError, match=re.escape(message)):
+        validate(config)
+
+
+@pytest.mark.parametrize("start", [0, 10, -1])
+def test_tail_averaging_must_start_inside_the_run(start):
+    config = base_config()
+    config.train.update(averaging="epoch", average_start_epoch=start, epochs=10)
+    with pytest.raises(UserError, match=re.escape(f"must be from 1 to train.epochs - 1 (9), got {start}")):
         validate(config)
 
 

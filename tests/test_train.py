@@ -147,14 +147,18 @@ def latest_checkpoint(workdir) -> int:
 def test_killed_and_preempted_runs_end_bitwise_equal_to_an_uninterrupted_one(case, tmp_path):
     """The language model runs with AWD-LSTM's techniques on, the average kept from the first step and
     window lengths drawn, so its average, its drawn lengths' position and its AR/TAR sums must resume too; it
-    meets every signal. The classifier (its own batch order and metric sums) is killed once and preempted once."""
+    meets every signal. The classifier (its own batch order and metric sums, tail averaging on from its second
+    epoch) is killed once and preempted once."""
     signals = ((signal.SIGKILL, signal.SIGKILL, signal.SIGTERM, signal.SIGINT) if case.name == "lm"
                else (signal.SIGKILL, signal.SIGTERM))
-    interrupt_and_compare(case, tmp_path, signals, AWD if case.name == "lm" else ())
+    output = interrupt_and_compare(case, tmp_path, signals, AWD if case.name == "lm" else TAIL_AVERAGE)
     if case.name == "lm":
         assert all("ar" in r and "tar" in r for r in history(tmp_path / "reference", {"train"}))
+    else:
+        assert "averaging: on from step 30 (the end of epoch 1)" in output  # 240 examples in batches of 8
 
 
+TAIL_AVERAGE = ["--config.train.averaging=epoch", "--config.train.average_start_epoch=1"]  # on from epoch 2 of 3
 AWD = ["--config.model.locked_dropout=True", "--config.model.weight_drop=0.3", "--config.model.embed_row_dropout=0.1",
        "--config.model.hidden_dropout=0.1", "--config.train.ar=2", "--config.train.tar=1",
        "--config.train.averaging=always", "--config.train.variable_bptt=True", "--config.train.bptt_bucket=24",
@@ -163,10 +167,12 @@ AWD = ["--config.model.locked_dropout=True", "--config.model.weight_drop=0.3", "
 
 def interrupt_and_compare(case, tmp_path, signals, extra=()):
     """Run `case.cli` once through, and once interrupted by `signals` at random steps and resumed: the
-    histories and final parameters are equal, and rerunning the finished run changes nothing."""
+    histories and final parameters are equal, and rerunning the finished run changes nothing. Returns the
+    uninterrupted run's output."""
     reference = tmp_path / "reference"
     out = subprocess.run(case.cli(reference, *extra), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+    reference_output = out.stdout
 
     interrupted = tmp_path / "interrupted"
     rng = random.Random(0)
@@ -195,6 +201,7 @@ def interrupt_and_compare(case, tmp_path, signals, extra=()):
     again = subprocess.run(case.cli(interrupted, *extra), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "the run is complete" in again.stdout, again.stderr[-2000:]
     assert history(interrupted) == history(reference)
+    return reference_output
 
 
 def _poison(monkeypatch, case, poison):
