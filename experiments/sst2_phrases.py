@@ -19,12 +19,16 @@ accuracy reported is that checkpoint's.
 `:attention` swaps max pooling and the linear output for Flax's head: additive
 attention over the bi-LSTM's (dropped) outputs, then a tanh layer of 256 units
 (dropped) before the logits; `:attention_tiny` is its seconds-long check.
+
+`:lm_vectors` starts the embedding from a language model's instead of random
+vectors: those of experiments/wikitext2_vectors.py:wide (300 wide, two million
+words of Wikipedia), which must be trained first into runs/wikitext2_vectors_wide.
 """
 
 from rnnlm.config import base_config
 
 
-ARGS = ("tiny", "attention", "attention_tiny")  # what may follow the file name after ':' (`rnnlm` refuses anything else)
+ARGS = ("tiny", "attention", "attention_tiny", "lm_vectors")  # what may follow the file name after ':' (`rnnlm` refuses anything else)
 
 
 def get_config(arg=None):
@@ -61,6 +65,10 @@ def get_config(arg=None):
     if arg and arg.startswith("attention"):  # Flax's head: attention over the outputs, then a tanh layer
         config.name += "_attention"
         config.model.update(pooling="attention", head_size=256)
+    if arg == "lm_vectors":
+        config.name += "_lm_vectors"
+        config.model.embeddings_from = "runs/wikitext2_vectors_wide"  # 300-wide, as embed_size
+        config.data.lowercase = True  # GLUE's SST-2 is lower-cased: match the LM's words lower-cased too
     if arg and arg.endswith("tiny"):
         config.name += "_tiny"
         config.model.update(embed_size=16, hidden_size=16)

@@ -45,8 +45,9 @@ def language_model_vectors(workdir, embed_size: int) -> tuple[list[str], np.ndar
         kind = "a classifier" if config.task != lm.NAME else None
         run = lm.load(workdir, config, "latest") if kind is None else None
     except UserError as e:  # not a run, or one without a checkpoint yet
+        variant = ":wide" if embed_size == 300 else ""  # the shipped vector runs: 128 wide, and 300 with :wide
         raise UserError(f"model.embeddings_from: {e}; train it first, e.g. rnnlm train --config "
-                        f"experiments/wikitext2_vectors.py --workdir {workdir}") from None
+                        f"experiments/wikitext2_vectors.py{variant} --workdir {workdir}") from None
     if kind is None and run.tokenizer.kind != "word":
         kind = f"a {run.tokenizer.kind}-level language model"
     if kind is not None:

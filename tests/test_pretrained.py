@@ -96,5 +96,9 @@ def test_unusable_sources_are_one_line_errors_before_anything_is_written(lm_run,
     assert "8-wide embeddings but model.embed_size=16" in capsys.readouterr().err
     assert cli.main(classifier_args(lm_run, tmp_path / "none", f"--config.model.embeddings_from={tmp_path}")) == 2
     err = capsys.readouterr().err
-    assert "is not a training run" in err and "experiments/wikitext2_vectors.py" in err
-    assert not (tmp_path / "wide").exists() and not (tmp_path / "none").exists()
+    assert "is not a training run" in err and "experiments/wikitext2_vectors.py --workdir" in err
+    # A 300-wide classifier is pointed at the 300-wide vectors' variant.
+    assert cli.main(classifier_args(lm_run, tmp_path / "none300", f"--config.model.embeddings_from={tmp_path}",
+                                    "--config.model.embed_size=300")) == 2
+    assert "experiments/wikitext2_vectors.py:wide --workdir" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in ("wide", "none", "none300"))
