@@ -210,7 +210,8 @@ def test_tiny_sweep_runs_skips_finished_points_and_writes_the_table(tmp_path, ca
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment, arg", [("cell_type", "char"), ("cell_type", "ptb_tiny"), ("cell_type", "char_wall"),
                                              ("hidden_size", None),
-                                             ("masking", "tiny"), ("tokenizer", "tiny")])
+                                             ("masking", "tiny"), ("tokenizer", "tiny"),
+                                             ("awd", None), ("awd", "short")])
 def test_every_ablation_lists_its_points(experiment, arg):
     """get_sweep of the real settings (nothing trains): each point's overrides apply to its config."""
     from rnnlm.config import EXPERIMENTS_DIR, load_experiment_module
@@ -220,3 +221,5 @@ def test_every_ablation_lists_its_points(experiment, arg):
     config = load_experiment_module(path).get_config(arg)
     for point in points:
         sweep.apply_overrides(config, point)
+    if experiment == "awd":  # a budget of steps, not of the clock: a busy machine must not change a figure
+        assert config.train.time_budget_minutes == 0 and config.train.epochs == (1 if arg == "short" else 8)
