@@ -22,7 +22,8 @@ attention over the bi-LSTM's (dropped) outputs, then a tanh layer of 256 units
 
 `:lm_vectors` starts the embedding from a language model's instead of random
 vectors: those of experiments/wikitext2_vectors.py:wide (300 wide, two million
-words of Wikipedia), which must be trained first into runs/wikitext2_vectors_wide.
+words of Wikipedia), which must be trained first into runs/wikitext2_vectors_wide. Measured over five
+seeds: dev 85.11 ± 0.50%, test 84.92 ± 0.58%, within noise of the random start (docs/classification.md).
 """
 
 from rnnlm.config import base_config
