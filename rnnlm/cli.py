@@ -98,6 +98,9 @@ CACHE_FLAGS = {"window": "cache_window", "theta": "cache_theta", "lam": "cache_l
 def _eval(args, rest):
     _no_extra(rest)
     from rnnlm.runs import load_run
+    if len(args.workdir) > 1:
+        return _eval_ensemble(args)
+    args.workdir = args.workdir[0]
     dynamic = {name: getattr(args, f"dynamic_{name}") for name in DYNAMIC_FLAGS}
     cached = {name: getattr(args, flag) for name, flag in CACHE_FLAGS.items()}
     if any(v is not None for v in dynamic.values()) and not args.dynamic:
@@ -144,6 +147,29 @@ def _eval(args, rest):
         return
     from rnnlm.metrics import describe
     print(f"{args.split}: {describe(metrics, run.tokenizer.kind)} (step {run.step}, {args.workdir})")
+
+
+def _eval_ensemble(args):
+    """Each classifier's accuracy on the split, then that of the mean of their probabilities."""
+    from rnnlm.config import load_config
+    from rnnlm.runs import load_run
+    from rnnlm.workdir import existing_run
+    if args.dynamic or args.cache or args.tune:
+        raise UserError("an ensemble (several --workdir) is scored as trained: it takes no --dynamic, --cache or --tune")
+    workdirs = [existing_run(w) for w in args.workdir]
+    if len({w.resolve() for w in workdirs}) < len(workdirs):
+        raise UserError("an ensemble names each run once: a --workdir is repeated")
+    for workdir in workdirs:
+        if load_config(workdir / "config.json").get("task", "lm") != "classify":
+            raise UserError(f"ensembles are of classifiers; {workdir} holds a language model")
+    from rnnlm.tasks.classify import evaluate_ensemble, format_confusion
+    runs = [load_run(w, args.checkpoint) for w in workdirs]
+    members, ensemble = evaluate_ensemble(runs, args.split)
+    for run, metrics in zip(runs, members):
+        print(f"{args.split}: accuracy {metrics['accuracy']:.2%}, loss {metrics['loss']:.4f} (step {run.step}, {run.workdir})")
+    print(f"{args.split}, ensemble of {len(runs)}: accuracy {ensemble['accuracy']:.2%} of {ensemble['examples']:,}, "
+          f"loss {ensemble['loss']:.4f} (mean of the class probabilities)")
+    print("confusion matrix:\n" + format_confusion(ensemble["confusion"], runs[0].tokenizer.classes))
 
 
 def _generate(args, rest):
@@ -371,7 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser("eval", help="score a saved run on a split")
-    evaluate.add_argument("--workdir", required=True, help="a run directory written by rnnlm train")
+    evaluate.add_argument("--workdir", required=True, action="append",
+                          help="a run directory written by rnnlm train; give it again for an ensemble of "
+                               "classifiers (the mean of their class probabilities)")
     evaluate.add_argument("--split", default="test", choices=("train", "valid", "test"), help="the split scored")
     evaluate.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
     evaluate.add_argument("--dynamic", action="store_true",

@@ -37,6 +37,39 @@ def test_seed_classifier_reaches_full_train_accuracy(seed_run, capsys):
 
 
 @pytest.mark.slow
+def test_an_ensemble_scores_the_mean_of_its_members_probabilities(seed_run, char_run, tmp_path, capsys):
+    """`rnnlm eval --workdir A --workdir B`: the members' own figures, then the mean of their probabilities,
+    checked against the two runs' `predict` (a separate compiled path) averaged by hand."""
+    from rnnlm.config import EXPERIMENTS_DIR, load_experiment_module
+    from rnnlm.runs import load_run
+    SENTENCES = load_experiment_module(EXPERIMENTS_DIR / "seed_classifier.py").SENTENCES
+    other = tmp_path / "other"  # another seed, trained less, so the members disagree in their probabilities
+    assert cli.main(["train", "--config", "experiments/seed_classifier.py", "--workdir", str(other),
+                     "--config.seed=1", "--config.train.epochs=3"]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", "--workdir", str(seed_run), "--workdir", str(other), "--split", "train"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    labels = [int(line.split()[0]) for line in SENTENCES]
+    texts = [line.split(" ", 1)[1] for line in SENTENCES]
+    each = [np.array([list(p["probabilities"].values()) for p in load_run(w).predict(texts)]) for w in (seed_run, other)]
+    mean = (each[0] + each[1]) / 2
+    for line, probabilities in zip(out, each):  # each member's line first
+        assert float(line.split("loss ")[1].split()[0]) == pytest.approx(
+            -np.mean(np.log(probabilities[np.arange(3), labels])), abs=1e-4)
+    ensemble = out[2]
+    assert ensemble.startswith("train, ensemble of 2: accuracy")
+    assert float(ensemble.split("loss ")[1].split()[0]) == pytest.approx(
+        -np.mean(np.log(mean[np.arange(3), labels])), abs=1e-4)
+    assert f"{np.mean(mean.argmax(1) == labels):.2%} of 3" in ensemble
+    assert not np.allclose(each[0], each[1], atol=1e-2)  # a real mixture, not one model twice
+    for extra, message in ((["--workdir", str(seed_run)], "repeated"), (["--workdir", str(char_run)], "language model"),
+                           (["--workdir", str(other), "--cache"], "takes no --dynamic")):
+        assert cli.main(["eval", "--workdir", str(seed_run), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
 def test_resume_and_counted_bad_lines(tmp_path, capsys):
     """A user folder with empty lines and an over-long sentence: counted and logged; the run resumes."""
     folder = tmp_path / "data"

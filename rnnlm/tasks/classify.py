@@ -120,12 +120,16 @@ class Evaluator:
                             out_shardings=sharding.replicated(mesh))
 
     def __call__(self, params, split: data_lib.EncodedSplit, num_classes: int) -> dict:
+        return classification_metrics(self.probabilities(params, split, num_classes), split.labels)
+
+    def probabilities(self, params, split: data_lib.EncodedSplit, num_classes: int) -> np.ndarray:
+        """[N, C] class probabilities of every example, in the split's order."""
         order, make = batches(split, self.config.data, self.maxlen, self.batch_size)
         probabilities = np.zeros((len(split.labels), num_classes), np.float64)
         for index, indices in enumerate(order):
             batch = sharding.shard_batch(make(index, self.rows), self.mesh)
             probabilities[indices] = np.asarray(jax.device_get(self.step(params, batch)))[:len(indices)]
-        return classification_metrics(probabilities, split.labels)
+        return probabilities
 
 
 def classification_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
@@ -256,9 +260,13 @@ class ClassifierRun(Run):
     task = NAME
 
     def evaluate(self, split: str) -> dict:
+        return classification_metrics(*self.probabilities(split))
+
+    def probabilities(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """([N, C] class probabilities, [N] true labels) of a split, each example read as this run reads text."""
         _, splits, _ = load_classification_data(self.config, self.workdir)
         evaluator = Evaluator(self.model, sharding.make_mesh(), self.config, self.tokenizer.maxlen)
-        return evaluator(self.params, splits[split], len(self.tokenizer.classes))
+        return evaluator.probabilities(self.params, splits[split], len(self.tokenizer.classes)), splits[split].labels
 
     def predict(self, sentences: list[str]) -> list[dict]:
         """[{"label", "probabilities": {class: p}, "truncated": bool}] per sentence."""
@@ -273,6 +281,26 @@ class ClassifierRun(Run):
         classes = self.tokenizer.classes
         return [{"label": classes[int(p.argmax())], "probabilities": dict(zip(classes, p.tolist())),
                  "truncated": len(i) > maxlen} for p, i in zip(probabilities, ids)]
+
+
+def evaluate_ensemble(runs: list[ClassifierRun], split: str) -> tuple[list[dict], dict]:
+    """(each run's metrics, the ensemble's): the ensemble predicts the mean of the runs' class probabilities.
+
+    The runs may read text differently (vocabulary, lower-casing, pretrained rows); they must share the
+    classes and the split's labels, example by example.
+    """
+    members, mean, labels = [], None, None
+    for run in runs:
+        if list(run.tokenizer.classes) != list(runs[0].tokenizer.classes):
+            raise UserError(f"ensemble: {run.workdir} has classes {list(run.tokenizer.classes)}, "
+                            f"{runs[0].workdir} {list(runs[0].tokenizer.classes)}")
+        probabilities, run_labels = run.probabilities(split)
+        if labels is not None and not np.array_equal(labels, run_labels):
+            raise UserError(f"ensemble: {run.workdir}'s {split} split is not {runs[0].workdir}'s (another corpus?)")
+        labels = run_labels
+        members.append(classification_metrics(probabilities, labels))
+        mean = probabilities if mean is None else mean + probabilities
+    return members, classification_metrics(mean / len(runs), labels)
 
 
 def build_model(config, workdir):
