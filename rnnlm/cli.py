@@ -150,8 +150,9 @@ def _eval(args, rest):
 
 
 def _eval_ensemble(args):
-    """Each classifier's accuracy on the split, then that of the mean of their probabilities."""
+    """Each run's figures on the split, then those of the mean of their probabilities."""
     from rnnlm.config import load_config
+    from rnnlm.metrics import describe
     from rnnlm.runs import load_run
     from rnnlm.workdir import existing_run
     if args.dynamic or args.cache or args.tune:
@@ -159,17 +160,27 @@ def _eval_ensemble(args):
     workdirs = [existing_run(w) for w in args.workdir]
     if len({w.resolve() for w in workdirs}) < len(workdirs):
         raise UserError("an ensemble names each run once: a --workdir is repeated")
-    for workdir in workdirs:
-        if load_config(workdir / "config.json").get("task", "lm") != "classify":
-            raise UserError(f"ensembles are of classifiers; {workdir} holds a language model")
-    from rnnlm.tasks.classify import evaluate_ensemble, format_confusion
+    tasks = {w: load_config(w / "config.json").get("task", "lm") for w in workdirs}
+    if len(set(tasks.values())) > 1:
+        raise UserError("an ensemble mixes classifiers and language models: "
+                        + ", ".join(f"{w} ({task})" for w, task in tasks.items()))
     runs = [load_run(w, args.checkpoint) for w in workdirs]
+    if runs[0].task == "classify":
+        from rnnlm.tasks.classify import evaluate_ensemble, format_confusion
+        members, ensemble = evaluate_ensemble(runs, args.split)
+        for run, metrics in zip(runs, members):
+            print(f"{args.split}: accuracy {metrics['accuracy']:.2%}, loss {metrics['loss']:.4f} "
+                  f"(step {run.step}, {run.workdir})")
+        print(f"{args.split}, ensemble of {len(runs)}: accuracy {ensemble['accuracy']:.2%} of "
+              f"{ensemble['examples']:,}, loss {ensemble['loss']:.4f} (mean of the class probabilities)")
+        print("confusion matrix:\n" + format_confusion(ensemble["confusion"], runs[0].tokenizer.classes))
+        return
+    from rnnlm.tasks.lm import evaluate_ensemble
     members, ensemble = evaluate_ensemble(runs, args.split)
+    kind = runs[0].tokenizer.kind
     for run, metrics in zip(runs, members):
-        print(f"{args.split}: accuracy {metrics['accuracy']:.2%}, loss {metrics['loss']:.4f} (step {run.step}, {run.workdir})")
-    print(f"{args.split}, ensemble of {len(runs)}: accuracy {ensemble['accuracy']:.2%} of {ensemble['examples']:,}, "
-          f"loss {ensemble['loss']:.4f} (mean of the class probabilities)")
-    print("confusion matrix:\n" + format_confusion(ensemble["confusion"], runs[0].tokenizer.classes))
+        print(f"{args.split}: {describe(metrics, kind)} (step {run.step}, {run.workdir})")
+    print(f"{args.split}, ensemble of {len(runs)}: {describe(ensemble, kind)} (mean of the token probabilities)")
 
 
 def _generate(args, rest):
@@ -398,8 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="score a saved run on a split")
     evaluate.add_argument("--workdir", required=True, action="append",
-                          help="a run directory written by rnnlm train; give it again for an ensemble of "
-                               "classifiers (the mean of their class probabilities)")
+                          help="a run directory written by rnnlm train; give several for an ensemble (the mean "
+                               "of their probabilities: classes, or every token's for language models)")
     evaluate.add_argument("--split", default="test", choices=("train", "valid", "test"), help="the split scored")
     evaluate.add_argument("--checkpoint", default="latest", help="latest, best or a step number")
     evaluate.add_argument("--dynamic", action="store_true",

@@ -77,3 +77,48 @@ def test_the_loss_scale_of_each_setting():
     assert float(sums["tokens"]) == 4.0
     np.testing.assert_allclose(float(mean), float(sums["nll_sum"]) / 4, rtol=1e-6)
     np.testing.assert_allclose(float(total), float(sums["nll_sum"]) / 2, rtol=1e-6)
+
+
+
+@pytest.mark.slow
+def test_an_ensemble_mixes_every_tokens_probability(char_run, tmp_path, capsys):
+    """Two seeds of one character model: each member's figure is its own evaluation's, and the ensemble's loss
+    is the mean of the two models' probabilities of each token, computed from whole streams read by
+    rnnlm.scoring (another compiled path) in the evaluation's layout, built here by hand."""
+    import math
+    import shutil
+    from rnnlm import cli
+    from rnnlm.config import load_config
+    from rnnlm.runs import load_run
+    from rnnlm.scoring import stream_log_probs
+    from rnnlm.tasks.lm import evaluate_ensemble
+    from rnnlm.workdir import prepare_data
+    config = load_config(char_run / "config.json")
+    config.seed = 1
+    train_and_evaluate(config, tmp_path / "other")
+    runs = [load_run(char_run), load_run(tmp_path / "other")]
+    members, ensemble = evaluate_ensemble(runs, "valid")
+    for run, metrics in zip(runs, members):
+        assert metrics["loss"] == pytest.approx(run.evaluate("valid")["loss"], rel=1e-5)
+    ids = prepare_data(config, char_run)[1]["valid"]
+    streams, per_stream = config.eval.batch_size, math.ceil((len(ids) - 1) / config.eval.batch_size)
+    inputs, targets = ids[:-1], ids[1:]
+    logps = []
+    for run in runs:
+        logp = [stream_log_probs(run.model, run.params, inputs[None, b * per_stream:(b + 1) * per_stream],
+                                 targets[None, b * per_stream:(b + 1) * per_stream])[0] for b in range(streams)]
+        logps.append(np.concatenate(logp))
+    mixed = np.log((np.exp(logps[0]) + np.exp(logps[1])) / 2)
+    assert ensemble["loss"] == pytest.approx(-mixed.mean(), rel=1e-5)
+    assert ensemble["loss"] < (members[0]["loss"] + members[1]["loss"]) / 2  # mixing helps when members differ
+    assert abs(members[0]["loss"] - members[1]["loss"]) > 1e-3
+    capsys.readouterr()
+    assert cli.main(["eval", "--workdir", str(char_run), "--workdir", str(tmp_path / "other"), "--split", "valid"]) == 0
+    assert f"valid, ensemble of 2: loss {ensemble['loss']:.4f}" in capsys.readouterr().out
+    shutil.copytree(tmp_path / "other", tmp_path / "renamed")  # the same weights over a tokenizer with two symbols swapped
+    spec = json.loads((tmp_path / "renamed" / "tokenizer.json").read_text())
+    spec["symbols"][1], spec["symbols"][2] = spec["symbols"][2], spec["symbols"][1]
+    (tmp_path / "renamed" / "tokenizer.json").write_text(json.dumps(spec))
+    assert cli.main(["eval", "--workdir", str(char_run), "--workdir", str(tmp_path / "renamed")]) == 2
+    err = capsys.readouterr().err
+    assert "different tokenizers" in err and len(err.strip().splitlines()) == 1

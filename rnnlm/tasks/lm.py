@@ -22,7 +22,7 @@ import numpy as np
 
 from rnnlm import sharding
 from rnnlm.data.batching import make_streams, variable_lengths
-from rnnlm.data.tokenizers import load_tokenizer
+from rnnlm.data.tokenizers import load_tokenizer, tokenizer_json, tokenizer_sidecars
 from rnnlm.errors import UserError
 from rnnlm.fast.decoder_loss import planned_window_nll as window_nll
 from rnnlm.metrics import LN2, describe, split_units, summarize, with_per_unit_metrics, write_units
@@ -85,6 +85,14 @@ def eval_step(params, carry, batch, *, model):
     return carry, window_nll(model, params, features, batch["targets"], weights, train=False), weights.sum()
 
 
+def target_log_probs(params, carry, batch, *, model):
+    """(carry, log p(target) [B, T]) of one window: what an ensemble mixes, token by token."""
+    features, carry = model.apply({"params": params}, batch["tokens"], carry, method=model.features)
+    logits = model.apply({"params": params}, features, method=model.decode)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return carry, jnp.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0]
+
+
 class Evaluator:
     """Stateful scoring of a whole split: the carry flows from window to window."""
 
@@ -102,11 +110,27 @@ class Evaluator:
             nll_sum, tokens = nll_sum + window, tokens + window_tokens
         return summarize(float(nll_sum), float(tokens), char_level)
 
+    def log_probs(self, params, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """([B, L] log p of every target, [B, L] weights: 0 on padding) in the layout __call__ reads;
+        one process (the host gathers every row)."""
+        streams = make_streams(ids, self.batch_size, self.bptt)
+        step = jax.jit(functools.partial(target_log_probs, model=self.model), donate_argnums=(1,))
+        carry = sharding.zeros_carry(self.model.initial_carry, self.batch_size, self.mesh)
+        out = []
+        for index in range(streams.num_windows):
+            carry, logp = step(params, carry, sharding.shard_batch(streams.window(index), self.mesh))
+            out.append(np.asarray(jax.device_get(logp)))
+        return np.concatenate(out, axis=1), streams.weights
+
 
 def score_split(evaluator, params, ids, char_level: bool, units: dict | None) -> dict:
     """A split's per-token metrics, plus per-word perplexity and bits per character when its units are known,
     and the share of its tokens that are `<unk>` for text the tokenizer lacks (`rnnlm.metrics.describe`)."""
-    metrics = evaluator(params, ids, char_level)
+    return with_units(evaluator(params, ids, char_level), ids, units)
+
+
+def with_units(metrics: dict, ids, units: dict | None) -> dict:
+    """score_split's additions to summarize()'s per-token metrics."""
     if units is not None:
         metrics = with_per_unit_metrics(metrics, len(ids) - 1, units)
         if "replaced" in units:
@@ -330,6 +354,36 @@ class LanguageModelRun(Run):
         """The same texts as `generate`, in pieces as they are sampled (`rnnlm.sampling.sample_stream`)."""
         return sample_stream(self.model, self.params, self.tokenizer, prompt, length=length, temperature=temperature,
                              top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples)
+
+
+def evaluate_ensemble(runs: list[LanguageModelRun], split: str) -> tuple[list[dict], dict]:
+    """(each run's metrics, the ensemble's): the ensemble's probability of every token is the mean of the runs'.
+
+    The runs must share the tokenizer and the split's tokens; all are read in the first run's evaluation
+    layout (eval.batch_size streams, windows of eval.bptt), so every member's figure is comparable.
+    """
+    first = runs[0]
+    for run in runs[1:]:
+        if (tokenizer_json(run.tokenizer), tokenizer_sidecars(run.tokenizer)) != (
+                tokenizer_json(first.tokenizer), tokenizer_sidecars(first.tokenizer)):
+            raise UserError(f"ensemble: {run.workdir} and {first.workdir} have different tokenizers "
+                            "(their probabilities are over different symbols)")
+    ids = prepare_data(first.config, first.workdir)[1][split]
+    char_level, units = first.tokenizer.kind == "char", first._units(split)
+    mesh = sharding.make_mesh()
+    stacked = []
+    for run in runs:
+        if not np.array_equal(prepare_data(run.config, run.workdir)[1][split], ids):
+            raise UserError(f"ensemble: {run.workdir}'s {split} split is not {first.workdir}'s (another corpus?)")
+        evaluator = Evaluator(run.model, mesh, first.config.eval.batch_size,
+                              first.config.eval.bptt or first.config.train.bptt)
+        logp, weights = evaluator.log_probs(run.params, ids)
+        stacked.append(logp)
+
+    def metrics(logp):
+        return with_units(summarize(-float((logp * weights).sum()), float(weights.sum()), char_level), ids, units)
+    mixed = np.logaddexp.reduce(np.stack(stacked), axis=0) - np.log(len(runs))
+    return [metrics(logp) for logp in stacked], metrics(mixed)
 
 
 def build_model(config, workdir):
