@@ -2,6 +2,7 @@
 
     import rnnlm
     run = rnnlm.load_run("runs/ptb_small")     # a saved run: .evaluate, .generate, .predict (rnnlm/runs.py)
+    rnnlm.evaluate_ensemble([run, rnnlm.load_run("runs/other")], "test")   # several runs as one
 
 Importing the package loads nothing heavy; `load_run` imports JAX when first used.
 """
@@ -10,7 +11,7 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    if name == "load_run":
-        from rnnlm.runs import load_run
-        return load_run
+    if name in ("load_run", "evaluate_ensemble"):
+        from rnnlm import runs
+        return getattr(runs, name)
     raise AttributeError(f"module 'rnnlm' has no attribute {name!r}")

@@ -151,23 +151,18 @@ def _eval(args, rest):
 
 def _eval_ensemble(args):
     """Each run's figures on the split, then those of the mean of their probabilities."""
-    from rnnlm.config import load_config
     from rnnlm.metrics import describe
-    from rnnlm.runs import load_run
+    from rnnlm.runs import evaluate_ensemble, load_run
     from rnnlm.workdir import existing_run
     if args.dynamic or args.cache or args.tune:
         raise UserError("an ensemble (several --workdir) is scored as trained: it takes no --dynamic, --cache or --tune")
     workdirs = [existing_run(w) for w in args.workdir]
     if len({w.resolve() for w in workdirs}) < len(workdirs):
         raise UserError("an ensemble names each run once: a --workdir is repeated")
-    tasks = {w: load_config(w / "config.json").get("task", "lm") for w in workdirs}
-    if len(set(tasks.values())) > 1:
-        raise UserError("an ensemble mixes classifiers and language models: "
-                        + ", ".join(f"{w} ({task})" for w, task in tasks.items()))
     runs = [load_run(w, args.checkpoint) for w in workdirs]
+    members, ensemble = evaluate_ensemble(runs, args.split)
     if runs[0].task == "classify":
-        from rnnlm.tasks.classify import evaluate_ensemble, format_confusion
-        members, ensemble = evaluate_ensemble(runs, args.split)
+        from rnnlm.tasks.classify import format_confusion
         for run, metrics in zip(runs, members):
             print(f"{args.split}: accuracy {metrics['accuracy']:.2%}, loss {metrics['loss']:.4f} "
                   f"(step {run.step}, {run.workdir})")
@@ -175,8 +170,6 @@ def _eval_ensemble(args):
               f"{ensemble['examples']:,}, loss {ensemble['loss']:.4f} (mean of the class probabilities)")
         print("confusion matrix:\n" + format_confusion(ensemble["confusion"], runs[0].tokenizer.classes))
         return
-    from rnnlm.tasks.lm import evaluate_ensemble
-    members, ensemble = evaluate_ensemble(runs, args.split)
     kind = runs[0].tokenizer.kind
     for run, metrics in zip(runs, members):
         print(f"{args.split}: {describe(metrics, kind)} (step {run.step}, {run.workdir})")

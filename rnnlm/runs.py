@@ -6,6 +6,7 @@
     run.evaluate("test")                               # {"loss", "perplexity", "word_perplexity", ...}
     run.generate("the company said", length=30)        # language models
     run.predict(["a gorgeous , witty movie ."])        # classifiers
+    evaluate_ensemble([run, load_run(other)], "test")  # each run's metrics, then their mean's (`rnnlm eval`)
 
 The task (`config.task` in the run's config.json) decides the class:
 `rnnlm.tasks.lm.LanguageModelRun` or `rnnlm.tasks.classify.ClassifierRun`.
@@ -38,6 +39,18 @@ def load_run(workdir, which: str = "latest"):
     workdir = existing_run(workdir)
     config = load_config(workdir / "config.json")
     return task_module(config.task).load(workdir, config, which)
+
+
+def evaluate_ensemble(runs: list, split: str = "test") -> tuple[list[dict], dict]:
+    """(each run's metrics, their ensemble's) on a split: the ensemble's probabilities are the mean of the
+    runs' (of each token for language models, of each class for classifiers); rnnlm/tasks/*.py say what
+    the runs must share."""
+    if len(runs) < 2:
+        raise UserError("an ensemble needs at least two runs")
+    if len({run.task for run in runs}) > 1:
+        raise UserError("an ensemble mixes classifiers and language models: "
+                        + ", ".join(f"{run.workdir} ({run.task})" for run in runs))
+    return task_module(runs[0].task).evaluate_ensemble(runs, split)
 
 
 def _latest_checkpoint(workdir: pathlib.Path) -> tuple[int | None, dict]:
