@@ -24,12 +24,16 @@ attention over the bi-LSTM's (dropped) outputs, then a tanh layer of 256 units
 vectors: those of experiments/wikitext2_vectors.py:wide (300 wide, two million
 words of Wikipedia), which must be trained first into runs/wikitext2_vectors_wide. Measured over five
 seeds: dev 85.11 ± 0.50%, test 84.92 ± 0.58%, within noise of the random start (docs/classification.md).
+
+`:lm_encoder` starts the embedding and the bi-LSTM itself from language models (Dai & Le 2015's
+pretraining, one model per direction): experiments/wikitext2_vectors.py:encoder for the forward LSTM
+and :encoder_backward, trained on the text reversed, for the backward one; not yet measured.
 """
 
 from rnnlm.config import base_config
 
 
-ARGS = ("tiny", "attention", "attention_tiny", "lm_vectors")  # what may follow the file name after ':' (`rnnlm` refuses anything else)
+ARGS = ("tiny", "attention", "attention_tiny", "lm_vectors", "lm_encoder")  # what may follow the file name after ':' (`rnnlm` refuses anything else)
 
 
 def get_config(arg=None):
@@ -70,6 +74,11 @@ def get_config(arg=None):
         config.name += "_lm_vectors"
         config.model.embeddings_from = "runs/wikitext2_vectors_wide"  # 300-wide, as embed_size
         config.data.lowercase = True  # GLUE's SST-2 is lower-cased: match the LM's words lower-cased too
+    if arg == "lm_encoder":  # the embedding and both directions' LSTMs from WikiText-2 language models
+        config.name += "_lm_encoder"
+        config.model.encoder_from = "runs/wikitext2_vectors_encoder"
+        config.model.backward_encoder_from = "runs/wikitext2_vectors_encoder_backward"
+        config.data.lowercase = True
     if arg and arg.endswith("tiny"):
         config.name += "_tiny"
         config.model.update(embed_size=16, hidden_size=16)

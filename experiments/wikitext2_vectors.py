@@ -16,12 +16,20 @@ own vector too. One epoch fits the CPU budget (time_budget_minutes).
 embedding (its `:lm_vectors` variant starts from them). On this project's 2
 cores its two epochs took 18 minutes each (valid perplexity 180.64, test 164.30,
 2026-12-07), inside the same 40-minute budget.
+
+`:encoder` is sized as that classifier's encoder (300-wide embedding, 256 units), so that the classifier's
+forward LSTM can start from its first layer (model.encoder_from); `:encoder_backward` is the same model
+reading WikiText-2 backwards (data.reverse), for the backward direction (model.backward_encoder_from):
+the pretraining of Dai & Le 2015 (arXiv 1511.01432), in both directions.
+
+    rnnlm train --config experiments/wikitext2_vectors.py:encoder --workdir runs/wikitext2_vectors_encoder
+    rnnlm train --config experiments/wikitext2_vectors.py:encoder_backward --workdir runs/wikitext2_vectors_encoder_backward
 """
 
 from rnnlm.config import experiment_config
 
 
-ARGS = ("tiny", "wide")  # what may follow the file name after ':' (`rnnlm` refuses anything else)
+ARGS = ("tiny", "wide", "encoder", "encoder_backward")  # what may follow the file name after ':' (`rnnlm` refuses anything else)
 
 
 def get_config(arg=None):
@@ -29,8 +37,9 @@ def get_config(arg=None):
     config.name = "wikitext2_vectors" + (f"_{arg}" if arg else "")
     if arg == "tiny":
         return config
-    config.model.embed_size = 300 if arg == "wide" else 128
-    config.model.hidden_size = 512
+    config.model.embed_size = 300 if arg in ("wide", "encoder", "encoder_backward") else 128
+    config.model.hidden_size = 256 if arg in ("encoder", "encoder_backward") else 512
+    config.data.reverse = arg == "encoder_backward"
     config.model.num_layers = 1
     config.model.dropout = 0.3
     config.model.embed_dropout = 0.1

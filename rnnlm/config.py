@@ -34,6 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.max_vocab = 0  # word tokenizer: keep the most frequent words (incl. <unk>, <eos>); 0 = all
     c.data.min_freq = 1  # word tokenizer: drop words seen fewer times in train
     c.data.lowercase = False  # word tokenizer: lower-case before counting
+    c.data.reverse = False  # lm: read every split backwards (a backward model, e.g. for model.backward_encoder_from)
     c.data.spm_vocab_size = 8000  # sentencepiece: pieces in the trained model, incl. unknown and </s>
     c.data.spm_model_type = "bpe"  # sentencepiece: "bpe" | "unigram"
     c.data.spm_model = ""  # sentencepiece: an existing .model file to use instead of training one
@@ -75,6 +76,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.head_size = 0  # classify: > 0 = a tanh layer of this width before the logits (Flax's sst2 MLP); 0 = none
     c.model.embeddings_from = ""  # classify: a word-level LM run whose embedding (and vocabulary) starts the classifier's
     c.model.freeze_embeddings = False  # classify: keep the embedding fixed during training
+    c.model.encoder_from = ""  # classify: a word-level LM run whose embedding and first recurrent layer start the classifier's
+    c.model.backward_encoder_from = ""  # classify, bidirectional: an LM run trained with data.reverse; its first layer starts the backward one
     c.model.word_dropout = 0.0  # classify: training replaces each real token by <oov> with this probability
     c.model.use_mask = True  # classify: False feeds padding to the cells like any token (the masking ablation)
 
@@ -360,7 +363,15 @@ def _validate_task_fields(config) -> None:
             raise UserError(f"{field} must not be negative, got {config[section][key]}")
     if not 0 < config.data.valid_fraction < 1:
         raise UserError(f"data.valid_fraction must be in (0, 1), got {config.data.valid_fraction}")
-    if config.model.embeddings_from and config.task != "classify":
-        raise UserError("model.embeddings_from is for task=classify (a language model starts from its own init)")
+    for field in ("embeddings_from", "encoder_from", "backward_encoder_from"):
+        if config.model[field] and config.task != "classify":
+            raise UserError(f"model.{field} is for task=classify (a language model starts from its own init)")
+    if config.model.encoder_from and config.model.embeddings_from not in ("", config.model.encoder_from):
+        raise UserError("model.encoder_from's first layer reads its own embedding: leave model.embeddings_from empty")
+    if config.model.backward_encoder_from and not (config.model.bidirectional and config.model.encoder_from):
+        raise UserError("model.backward_encoder_from starts the backward direction: it needs model.bidirectional=True "
+                        "and model.encoder_from for the forward one")
+    if config.data.reverse and config.task != "lm":
+        raise UserError("data.reverse is for language models (task=lm)")
     if config.task == "classify" and config.data.tokenizer not in ("", "word"):
         raise UserError(f"task=classify reads words (data.tokenizer word), not {config.data.tokenizer!r}")

@@ -23,6 +23,7 @@ cannot drift away from the words only the test split has.
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from rnnlm.data.classification import OOV, PAD, WordIndex
@@ -30,12 +31,42 @@ from rnnlm.data.tokenizers import EOS, UNK
 from rnnlm.errors import UserError
 
 
-def language_model_vectors(workdir, embed_size: int) -> tuple[list[str], np.ndarray]:
+def language_model_vectors(workdir, embed_size: int, field: str = "model.embeddings_from") -> tuple[list[str], np.ndarray]:
     """(words, [V, E] embedding) of a word-level language-model run's latest checkpoint.
 
     The latest, not the best-on-valid one: a run's last valid and test lines score its final state, and a run
     stopped by time_budget_minutes saves its last (usually best-trained) state without a valid score.
     """
+    variant = ":wide" if embed_size == 300 else ""  # the shipped vector runs: 128 wide, and 300 with :wide
+    run = _word_language_model(workdir, field, f"experiments/wikitext2_vectors.py{variant}")
+    vectors = np.asarray(run.params["embedding"], np.float32)
+    if vectors.shape[1] != embed_size:
+        raise UserError(f"{field}: {run.workdir} has {vectors.shape[1]}-wide embeddings but "
+                        f"model.embed_size={embed_size}; set model.embed_size={vectors.shape[1]}")
+    return list(run.tokenizer.symbols), vectors
+
+
+def language_model_layer(workdir, field: str, like, cell: str, backward: bool):
+    """The first recurrent layer of a word-level language-model run (latest checkpoint), as numpy arrays,
+    to start a classifier's layer shaped as `like` (a tree of arrays or shapes) in one direction."""
+    run = _word_language_model(workdir, field, "experiments/wikitext2_vectors.py:encoder"
+                               + ("_backward" if backward else ""))
+    if run.config.model.cell != cell:
+        raise UserError(f"{field}: {run.workdir} is a {run.config.model.cell} model, the classifier's cell is {cell}")
+    if bool(run.config.data.reverse) != backward:
+        raise UserError(f"{field}: {run.workdir} reads text {'backwards' if run.config.data.reverse else 'forwards'}; "
+                        f"the {'backward' if backward else 'forward'} direction needs a run with data.reverse={backward}")
+    layer = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), run.params["layer_0"])
+    shapes = jax.tree_util.tree_map(np.shape, layer)
+    wanted = jax.tree_util.tree_map(np.shape, like)
+    if shapes != wanted:
+        raise UserError(f"{field}: {run.workdir}'s first layer has shapes {shapes}, the classifier's {wanted}; "
+                        f"give the classifier its model.embed_size and first hidden size")
+    return layer
+
+
+def _word_language_model(workdir, field: str, hint: str):
+    """A word-level language-model run, loaded at its latest checkpoint, or a one-line error naming `field`."""
     from rnnlm.config import load_config
     from rnnlm.tasks import lm
     from rnnlm.workdir import existing_run
@@ -45,18 +76,12 @@ def language_model_vectors(workdir, embed_size: int) -> tuple[list[str], np.ndar
         kind = "a classifier" if config.task != lm.NAME else None
         run = lm.load(workdir, config, "latest") if kind is None else None
     except UserError as e:  # not a run, or one without a checkpoint yet
-        variant = ":wide" if embed_size == 300 else ""  # the shipped vector runs: 128 wide, and 300 with :wide
-        raise UserError(f"model.embeddings_from: {e}; train it first, e.g. rnnlm train --config "
-                        f"experiments/wikitext2_vectors.py{variant} --workdir {workdir}") from None
+        raise UserError(f"{field}: {e}; train it first, e.g. rnnlm train --config {hint} --workdir {workdir}") from None
     if kind is None and run.tokenizer.kind != "word":
         kind = f"a {run.tokenizer.kind}-level language model"
     if kind is not None:
-        raise UserError(f"model.embeddings_from: {workdir} is {kind}; it must be a word-level language model run")
-    vectors = np.asarray(run.params["embedding"], np.float32)
-    if vectors.shape[1] != embed_size:
-        raise UserError(f"model.embeddings_from: {workdir} has {vectors.shape[1]}-wide embeddings but "
-                        f"model.embed_size={embed_size}; set model.embed_size={vectors.shape[1]}")
-    return list(run.tokenizer.symbols), vectors
+        raise UserError(f"{field}: {workdir} is {kind}; it must be a word-level language model run")
+    return run
 
 
 def _lookup(words: list[str], lowercase: bool) -> dict[str, int]:

@@ -192,6 +192,8 @@ def load_data(config, workdir: pathlib.Path):
     else:
         tokenizer = fit_tokenizer(config.data.tokenizer or usual_tokenizer, texts["train"], config.data)
     ids = {s: tokenizer.encode(texts[s]) for s in splits}
+    if config.data.reverse:  # a backward model: every split read from its last token to its first
+        ids = {s: np.ascontiguousarray(values[::-1]) for s, values in ids.items()}
     for split, values in ids.items():
         if len(values) < 2:
             raise UserError(f"the {split} split has {len(values)} token(s); need at least 2")

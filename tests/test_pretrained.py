@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -54,6 +55,8 @@ def lm_run(tmp_path_factory):
     config.train.update(batch_size=2, bptt=8, max_steps=6, log_every=3, checkpoint_every=0)
     config.eval.batch_size, config.sample.length = 2, 0
     train_and_evaluate(config, root / "lm")
+    config.data.reverse = True  # the same model reading the text backwards: for a classifier's backward direction
+    train_and_evaluate(config, root / "lm_back")
     folder = root / "labelled"
     folder.mkdir()
     (folder / "train.txt").write_text("pos a superb film\nneg a dull film\npos superb\nneg dull plot\n")
@@ -102,3 +105,38 @@ def test_unusable_sources_are_one_line_errors_before_anything_is_written(lm_run,
                                     "--config.model.embed_size=300")) == 2
     assert "experiments/wikitext2_vectors.py:wide --workdir" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in ("wide", "none", "none300"))
+
+
+@pytest.mark.slow
+def test_the_encoder_starts_from_a_forward_and_a_backward_language_model(lm_run, tmp_path, capsys):
+    """model.encoder_from / backward_encoder_from: with a negligible learning rate the trained classifier holds
+    the two language models' first layers; data.reverse trained the backward one on every split reversed."""
+    for split in ("train", "valid", "test"):
+        forward, backward = (np.load(lm_run / run / "data" / f"{split}.npy") for run in ("lm", "lm_back"))
+        assert len(forward) > 2 and np.array_equal(backward, forward[::-1])
+    encoder = [f"--config.model.encoder_from={lm_run / 'lm'}", f"--config.model.backward_encoder_from={lm_run / 'lm_back'}"]
+    assert cli.main(classifier_args(lm_run, tmp_path / "clf", *encoder, "--config.train.learning_rate=1e-12")) == 0
+    out = capsys.readouterr().out
+    assert f"backward_layer_0 from {lm_run / 'lm_back'}, layer_0 from {lm_run / 'lm'}" in out
+    clf, lm, back = (load_run(w) for w in (tmp_path / "clf", lm_run / "lm", lm_run / "lm_back"))
+    for name, source in (("layer_0", lm), ("backward_layer_0", back)):
+        for mine, theirs in zip(*(jax.tree_util.tree_leaves(p) for p in (clf.params[name], source.params["layer_0"]))):
+            np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=0, atol=1e-9)
+    assert not np.array_equal(np.asarray(lm.params["layer_0"]["w_h"]), np.asarray(back.params["layer_0"]["w_h"]))
+    data = json.loads((tmp_path / "clf" / "metrics.jsonl").read_text().splitlines()[0])
+    assert data["pretrained_layers"] == 2
+    assert cli.main(["generate", "--workdir", str(lm_run / "lm_back"), "--length", "3"]) == 2
+    assert "reads text backwards (data.reverse)" in capsys.readouterr().err
+
+    backwards = lm_run / "lm_back"
+    bad = {"swapped": ([f"--config.model.encoder_from={backwards}", f"--config.model.embeddings_from={backwards}"],
+                       "reads text backwards"),
+           "narrow": (encoder + ["--config.model.hidden_size=12"], "first layer has shapes"),
+           "one_way": (encoder + ["--config.model.bidirectional=False"], "needs model.bidirectional=True"),
+           "two_sources": (encoder + [f"--config.model.embeddings_from={lm_run / 'lm_back'}"],
+                           "leave model.embeddings_from empty")}
+    for name, (extra, message) in bad.items():
+        assert cli.main(classifier_args(lm_run, tmp_path / name, *extra)) == 2, name
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (name, err)
+        assert not (tmp_path / name).exists()

@@ -29,7 +29,7 @@ from rnnlm.checkpoint import Checkpoints
 from rnnlm.data import classification as data_lib
 from rnnlm.errors import UserError
 from rnnlm.loss import token_nll
-from rnnlm.models import classifier_from_config
+from rnnlm.models import classifier_from_config, init_params
 from rnnlm.state import load_params
 from rnnlm.tasks.base import Context, Run, Task
 from rnnlm.workdir import write_atomically
@@ -158,14 +158,25 @@ class ClassifierTask(Task):
 
     def __init__(self, config, workdir, mesh):
         self.config, self.workdir, self.mesh = config, workdir, mesh
-        # (words, [V, E]) of model.embeddings_from: needed only before the first checkpoint.
-        self.vectors = None
-        if config.model.embeddings_from and not any((workdir / "checkpoints").glob("*")):
-            self.vectors = pretrained.language_model_vectors(config.model.embeddings_from, config.model.embed_size)
+        # What a fresh run starts from, read (and checked) before anything is written; needed only before the
+        # first checkpoint: (words, [V, E]) of model.embeddings_from (or encoder_from), and the encoder's layers.
+        m, fresh = config.model, not any((workdir / "checkpoints").glob("*"))
+        self.vectors, self.layers = None, {}
+        source, field = (m.encoder_from, "model.encoder_from") if m.encoder_from else (m.embeddings_from,
+                                                                                      "model.embeddings_from")
+        if source and fresh:
+            self.vectors = pretrained.language_model_vectors(source, m.embed_size, field)
         self.tokenizer, self.splits, self._fitted = load_classification_data(
             config, workdir, self.vectors and self.vectors[0])
         self.classes = self.tokenizer.classes
         self.model = classifier_from_config(config, embedding_rows(config, self.tokenizer), len(self.classes))
+        if m.encoder_from and fresh:
+            shapes = jax.eval_shape(lambda: init_params(self.model, jax.random.PRNGKey(0)))
+            for name, source, backward in (("layer_0", m.encoder_from, False),
+                                           ("backward_layer_0", m.backward_encoder_from, True)):
+                if source:
+                    field = "model.backward_encoder_from" if backward else "model.encoder_from"
+                    self.layers[name] = pretrained.language_model_layer(source, field, shapes[name], m.cell, backward)
         self.rows = sharding.local_rows(config.train.batch_size, mesh)
         self.batch_shape = (config.train.batch_size // mesh.devices.size, self.tokenizer.maxlen)
         self.steps_per_epoch = math.ceil(len(self.splits["train"].labels) / config.train.batch_size)
@@ -196,7 +207,17 @@ class ClassifierTask(Task):
             state = state.replace(params=params)
             stats["pretrained_rows"] = matched
             if jax.process_index() == 0:
-                print(f"embedding: {matched:,} of {table.shape[0]:,} rows from {self.config.model.embeddings_from}")
+                print(f"embedding: {matched:,} of {table.shape[0]:,} rows from "
+                      f"{self.config.model.encoder_from or self.config.model.embeddings_from}")
+        if self.layers:  # the encoder's first layer in each direction, from the language models
+            params = dict(state.params, **{name: jax.device_put(layer, sharding.replicated(self.mesh))
+                                           for name, layer in self.layers.items()})
+            state = state.replace(params=params)
+            stats["pretrained_layers"] = len(self.layers)
+            if jax.process_index() == 0:
+                m = self.config.model
+                print("encoder: " + ", ".join(f"{name} from {m.backward_encoder_from if name.startswith('back') else m.encoder_from}"
+                                              for name in sorted(self.layers)))
         for name, split in self.splits.items():
             stats.update({f"{name}_examples": len(split.labels), f"{name}_truncated": split.truncated,
                           f"{name}_empty_lines": split.empty_lines})

@@ -248,7 +248,7 @@ class LanguageModelTask(Task):
                            **results[split]})
                 say(f"{split} at the best checkpoint (step {best}): {describe(results[split], self.tokenizer.kind)}")
         sample = self.config.sample
-        if sample.length > 0:
+        if sample.length > 0 and not self.config.data.reverse:  # a backward model's sample would read backwards
             results["sample"] = sample_text(self.model, state.params, self.tokenizer, sample.prompt,
                                             length=sample.length, temperature=sample.temperature, top_k=sample.top_k,
                                             top_p=sample.top_p, seed=self.config.seed)[0]
@@ -263,6 +263,11 @@ class LanguageModelRun(Run):
     """A saved language model: `evaluate(split)` and `generate(...)`."""
 
     task = NAME
+
+    def _reads_forwards(self, what: str) -> None:
+        if self.config.data.reverse:
+            raise UserError(f"{self.workdir} reads text backwards (data.reverse): {what} reads it forwards; "
+                            "use it through eval, or as a classifier's model.backward_encoder_from")
 
     def evaluate(self, split: str) -> dict:
         """Per-token metrics of a split, and per word and character when the split's text can be read."""
@@ -332,6 +337,7 @@ class LanguageModelRun(Run):
     def generate(self, prompt: str = "", length: int = 300, temperature: float = 0.8, top_k: int = 0,
                  top_p: float = 1.0, seed: int = 0, num_samples: int = 1) -> list[str]:
         """The prompt followed by `length` sampled tokens, `num_samples` times (`rnnlm.sampling`)."""
+        self._reads_forwards("generate")
         return sample_text(self.model, self.params, self.tokenizer, prompt, length=length, temperature=temperature,
                            top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples)
 
@@ -339,12 +345,14 @@ class LanguageModelRun(Run):
         """Each line's log-probability (natural log), token count, perplexity and, with `per_token`, every
         token's surprisal in bits; lines alone from the start of a line, or `carry`: as one stream, with
         eval's totals (`rnnlm.scoring`)."""
+        self._reads_forwards("score")
         from rnnlm.scoring import score_lines
         return score_lines(self.model, self.params, self.tokenizer, list(lines), carry=carry, per_token=per_token)
 
     def generate_beam(self, prompt: str = "", length: int = 50, beam: int = 5, length_penalty: float = 0.0):
         """(text, log-probability): the prompt and its most likely continuation by beam search, ending at
         a line end where the tokenizer has one (`rnnlm.sampling.beam_search`)."""
+        self._reads_forwards("generate")
         from rnnlm.sampling import beam_text
         return beam_text(self.model, self.params, self.tokenizer, prompt, length=length, beam=beam,
                          length_penalty=length_penalty)
@@ -352,6 +360,7 @@ class LanguageModelRun(Run):
     def generate_stream(self, prompt: str = "", length: int = 300, temperature: float = 0.8, top_k: int = 0,
                         top_p: float = 1.0, seed: int = 0, num_samples: int = 1):
         """The same texts as `generate`, in pieces as they are sampled (`rnnlm.sampling.sample_stream`)."""
+        self._reads_forwards("generate")
         return sample_stream(self.model, self.params, self.tokenizer, prompt, length=length, temperature=temperature,
                              top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples)
 
