@@ -193,6 +193,10 @@ def run_sweep(config, points: list[dict], workdir, train_fn=None) -> list[RunRes
             print(f"sweep [{index}/{len(points)}] {name}: failed: {e}")
             results.append(RunResult(name, overrides, str(run_dir), "failed", error=str(e)))
             continue
+        if out.get("preempted"):  # SIGTERM or Ctrl-C: the point's checkpoint is written; stop the sweep there
+            print(f"sweep [{index}/{len(points)}] {name}: stopped at step {out['step']}, its checkpoint written; "
+                  "rerun the same command to resume the sweep")
+            return results
         done = {"params": _run_params(point_config, run_dir), "step": int(out["step"]), "valid": out["valid"], "test": out["test"]}
         (run_dir / RESULT_FILE).write_text(json.dumps({"config": point_config.to_dict(), **done}, indent=1, default=str) + "\n")
         results.append(RunResult(name, overrides, str(run_dir), "finished", **done))

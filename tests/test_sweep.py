@@ -159,6 +159,26 @@ def test_a_failed_point_is_reported_and_the_others_still_run(tmp_path):
     assert "non-finite" in saved["runs"][0]["error"]
 
 
+def test_a_preempted_point_stops_the_sweep_without_a_result(tmp_path, capsys):
+    """SIGTERM during a point: train_and_evaluate returns {"step", "preempted"}; the sweep says how to resume."""
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("abc def\n" * 50)
+    config = base_config()
+    config.data.corpus = str(corpus)
+    config.lock()
+    calls = []
+
+    def fake_train(c, run_dir):
+        calls.append(c.seed)
+        run_dir.mkdir(parents=True)
+        return {"step": 7, "preempted": True}
+
+    assert sweep.run_sweep(config, sweep.axis("seed", [0, 1]), tmp_path / "sweep", train_fn=fake_train) == []
+    assert calls == [0]
+    assert "seed=0: stopped at step 7, its checkpoint written; rerun the same command" in capsys.readouterr().out
+    assert not (tmp_path / "sweep" / "seed=0" / sweep.RESULT_FILE).exists()
+
+
 def test_a_file_without_get_sweep_is_refused(capsys):
     assert cli.main(["sweep", "--config", "experiments/default.py:tiny"]) == 2
     assert "defines no get_sweep()" in capsys.readouterr().err
