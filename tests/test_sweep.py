@@ -134,13 +134,18 @@ def test_tokenizers_are_chosen_and_reported_by_per_word_perplexity():
     assert "Best by mean validation per-word perplexity: **data.tokenizer=word** (187.00," in sweep.results_markdown("t", groups)
 
 
-def test_a_failed_point_is_reported_and_the_others_still_run(tmp_path):
+def text_config(tmp_path):
+    """A locked config reading a small text file: what the fake-training sweep tests run on."""
     corpus = tmp_path / "text.txt"
     corpus.write_text("abc def\n" * 50)
     config = base_config()
     config.data.corpus = str(corpus)
     config.lock()
-    calls = []
+    return config
+
+
+def test_a_failed_point_is_reported_and_the_others_still_run(tmp_path):
+    config, calls = text_config(tmp_path), []
 
     def fake_train(c, run_dir):
         from rnnlm.workdir import prepare_data
@@ -161,12 +166,7 @@ def test_a_failed_point_is_reported_and_the_others_still_run(tmp_path):
 
 def test_a_preempted_point_stops_the_sweep_without_a_result(tmp_path, capsys):
     """SIGTERM during a point: train_and_evaluate returns {"step", "preempted"}; the sweep says how to resume."""
-    corpus = tmp_path / "text.txt"
-    corpus.write_text("abc def\n" * 50)
-    config = base_config()
-    config.data.corpus = str(corpus)
-    config.lock()
-    calls = []
+    config, calls = text_config(tmp_path), []
 
     def fake_train(c, run_dir):
         calls.append(c.seed)
