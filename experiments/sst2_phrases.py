@@ -27,7 +27,8 @@ seeds: dev 85.11 ± 0.50%, test 84.92 ± 0.58%, within noise of the random start
 
 `:lm_encoder` starts the embedding and the bi-LSTM itself from language models (Dai & Le 2015's
 pretraining, one model per direction): experiments/wikitext2_vectors.py:encoder for the forward LSTM
-and :encoder_backward, trained on the text reversed, for the backward one; not yet measured.
+and :encoder_backward, trained on the text reversed, for the backward one. Measured over three seeds:
+dev 83.79 ± 0.48%, test 83.16 ± 0.51%, below the random start (docs/classification.md).
 """
 
 from rnnlm.config import base_config
