@@ -151,6 +151,11 @@ def format_confusion(confusion, classes) -> str:
 
 # --- the task ------------------------------------------------------------------------
 
+# The encoder's first layer in each direction: the config field naming its language model, and whether that
+# model must read text backwards.
+ENCODER_SOURCES = {"layer_0": ("encoder_from", False), "backward_layer_0": ("backward_encoder_from", True)}
+
+
 class ClassifierTask(Task):
     name = NAME
     position_name = "batch"
@@ -172,11 +177,10 @@ class ClassifierTask(Task):
         self.model = classifier_from_config(config, embedding_rows(config, self.tokenizer), len(self.classes))
         if m.encoder_from and fresh:
             shapes = jax.eval_shape(lambda: init_params(self.model, jax.random.PRNGKey(0)))
-            for name, source, backward in (("layer_0", m.encoder_from, False),
-                                           ("backward_layer_0", m.backward_encoder_from, True)):
-                if source:
-                    field = "model.backward_encoder_from" if backward else "model.encoder_from"
-                    self.layers[name] = pretrained.language_model_layer(source, field, shapes[name], m.cell, backward)
+            for name, (key, backward) in ENCODER_SOURCES.items():
+                if m[key]:
+                    self.layers[name] = pretrained.language_model_layer(m[key], f"model.{key}", shapes[name], m.cell,
+                                                                        backward)
         self.rows = sharding.local_rows(config.train.batch_size, mesh)
         self.batch_shape = (config.train.batch_size // mesh.devices.size, self.tokenizer.maxlen)
         self.steps_per_epoch = math.ceil(len(self.splits["train"].labels) / config.train.batch_size)
@@ -215,8 +219,7 @@ class ClassifierTask(Task):
             state = state.replace(params=params)
             stats["pretrained_layers"] = len(self.layers)
             if jax.process_index() == 0:
-                m = self.config.model
-                print("encoder: " + ", ".join(f"{name} from {m.backward_encoder_from if name.startswith('back') else m.encoder_from}"
+                print("encoder: " + ", ".join(f"{name} from {self.config.model[ENCODER_SOURCES[name][0]]}"
                                               for name in sorted(self.layers)))
         for name, split in self.splits.items():
             stats.update({f"{name}_examples": len(split.labels), f"{name}_truncated": split.truncated,
