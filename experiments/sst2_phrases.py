@@ -29,12 +29,16 @@ seeds: dev 85.11 ± 0.50%, test 84.92 ± 0.58%, within noise of the random start
 pretraining, one model per direction): experiments/wikitext2_vectors.py:encoder for the forward LSTM
 and :encoder_backward, trained on the text reversed, for the backward one. Measured over three seeds:
 dev 83.79 ± 0.48%, test 83.16 ± 0.51%, below the random start (docs/classification.md).
+
+`:adversarial` adds adversarial training (Miyato, Dai & Goodfellow 2017): every batch is read a second
+time with each example's embedded words moved by 0.5 in L2 norm along its loss's gradient, and that
+reading's cross-entropy joins the loss (`train.adversarial`; a step costs about three plain ones).
 """
 
 from rnnlm.config import base_config
 
 
-ARGS = ("tiny", "attention", "attention_tiny", "lm_vectors", "lm_encoder")  # what may follow the file name after ':' (`rnnlm` refuses anything else)
+ARGS = ("tiny", "attention", "attention_tiny", "lm_vectors", "lm_encoder", "adversarial", "adversarial_tiny")  # what may follow the file name after ':' (`rnnlm` refuses anything else)
 
 
 def get_config(arg=None):
@@ -80,6 +84,9 @@ def get_config(arg=None):
         config.model.encoder_from = "runs/wikitext2_vectors_encoder"
         config.model.backward_encoder_from = "runs/wikitext2_vectors_encoder_backward"
         config.data.lowercase = True
+    if arg and arg.startswith("adversarial"):  # Miyato et al. 2017's adversarial training on the embedded words
+        config.name += "_adversarial"
+        config.train.adversarial = 0.5  # about a tenth of a training phrase's dropped embedding (median L2 norm 5.3)
     if arg and arg.endswith("tiny"):
         config.name += "_tiny"
         config.model.update(embed_size=16, hidden_size=16)

@@ -110,6 +110,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.loss = "token_mean"  # token_mean | time_sum (sum over time, mean over batch, as Zaremba et al.)
     c.train.ar = 0.0  # lm: AR, ar * mean(h^2) of the top layer's dropped outputs added to the loss (AWD's alpha)
     c.train.tar = 0.0  # lm: TAR, tar * mean((h_t - h_{t-1})^2) of its undropped outputs (AWD's beta)
+    c.train.adversarial = 0.0  # classify: L2 norm of each example's adversarial perturbation of its embedded words (Miyato et al. 2017); 0 = off
+    c.train.adversarial_weight = 1.0  # classify: weight of the perturbed reading's cross-entropy in the loss
     c.train.averaging = "none"  # none | nonmono (NT-ASGD: once validation stalls) | always | epoch: evaluate the iterates' mean
     c.train.nonmono = 5  # averaging=nonmono: start when an epoch's validation is worse than the best but the last n
     c.train.average_start_epoch = 0  # averaging=epoch: start at the end of this epoch (tail averaging)
@@ -290,7 +292,7 @@ def validate(config) -> None:
             raise UserError(f"{field} must be in [0, 1), got {config[section][key]}")
     for field in ("train.max_steps", "train.time_budget_minutes", "train.checkpoint_every", "eval.bptt",
                   "train.grad_clip", "data.max_vocab", "sample.length", "sample.top_k", "train.weight_decay",
-                  "train.ar", "train.tar", "model.head_size"):
+                  "train.ar", "train.tar", "model.head_size", "train.adversarial", "train.adversarial_weight"):
         section, key = field.split(".")
         if config[section][key] < 0:
             raise UserError(f"{field} must not be negative, got {config[section][key]}")
@@ -371,6 +373,8 @@ def _validate_task_fields(config) -> None:
     if config.model.backward_encoder_from and not (config.model.bidirectional and config.model.encoder_from):
         raise UserError("model.backward_encoder_from starts the backward direction: it needs model.bidirectional=True "
                         "and model.encoder_from for the forward one")
+    if config.train.adversarial and config.task != "classify":
+        raise UserError("train.adversarial perturbs a classifier's embedded words (task=classify), not a language model's")
     if config.data.reverse and config.task != "lm":
         raise UserError("data.reverse is for language models (task=lm)")
     if config.task == "classify" and config.data.tokenizer not in ("", "word"):

@@ -318,8 +318,10 @@ class Classifier(nn.Module):
     def example_inputs(self):
         return jnp.zeros((1, 1), jnp.int32), jnp.ones((1, 1), bool)
 
-    def features(self, tokens, mask=None, *, train: bool = False):
-        """tokens [B, T] (and mask [B, T]) -> features [B, directions * H] (or [B, head_size])."""
+    def features(self, tokens, mask=None, *, train: bool = False, perturbation=None):
+        """tokens [B, T] (and mask [B, T]) -> features [B, directions * H] (or [B, head_size]).
+
+        perturbation [B, T, E]: added to the embedded words after their dropout (adversarial training)."""
         cell = cell_of(self)
         rng = self.make_rng("dropout") if train and (self.dropout or self.embed_dropout or self.word_dropout) else None
         plan = fast.choose(self.speed, cell, train=train)
@@ -330,6 +332,8 @@ class Classifier(nn.Module):
         mask_t = None if mask is None else mask.T.astype(bool)  # [T, B]
         if rng is not None:
             xs = dropout(jax.random.fold_in(rng, 0), self.embed_dropout, xs)
+        if perturbation is not None:
+            xs = xs + jnp.swapaxes(perturbation, 0, 1).astype(xs.dtype)
         zeros = initial_carry(cell, self.num_layers, tokens.shape[0], self.hidden_size, xs.dtype)
         backward = (self.backward_layers, zeros) if self.bidirectional else ((), ())
         carries, ys = run_stack(cell, self.layers, zeros, xs, mask_t, reverse_layers=backward[0],
@@ -369,8 +373,9 @@ class Classifier(nn.Module):
             return jnp.einsum("tb,tbf->bf", weights, ys)
         raise ValueError(f"unknown pooling {self.pooling!r}; choose last, mean, max or attention")
 
-    def __call__(self, tokens, mask=None, *, train: bool = False):
-        return add_bias(self.features(tokens, mask, train=train) @ self.dense, self.dense_bias)
+    def __call__(self, tokens, mask=None, *, train: bool = False, perturbation=None):
+        return add_bias(self.features(tokens, mask, train=train, perturbation=perturbation) @ self.dense,
+                        self.dense_bias)
 
 
 def language_model_from_config(config, vocab_size: int) -> LanguageModel:
