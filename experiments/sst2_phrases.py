@@ -33,6 +33,7 @@ dev 83.79 ± 0.48%, test 83.16 ± 0.51%, below the random start (docs/classifica
 `:adversarial` adds adversarial training (Miyato, Dai & Goodfellow 2017): every batch is read a second
 time with each example's embedded words moved by 0.1 in L2 norm along its loss's gradient, and that
 reading's cross-entropy joins the loss (`train.adversarial`; three forward-backward passes a step).
+Measured over five seeds: dev 85.25 ± 0.30%, test 84.97 ± 0.24% (docs/classification.md).
 """
 
 from rnnlm.config import base_config
