@@ -93,15 +93,16 @@ def batches(split: data_lib.EncodedSplit, data_config, maxlen: int, batch_size: 
 
 def adversarial_perturbation(grad, epsilon: float):
     """epsilon * g / ||g||_2 per example, the norm over all its steps and embedding units (grad [B, T, E]):
-    the first-order worst case of an L2 ball of radius epsilon around the embedded words (Miyato et al. 2017,
-    eq. 5). An example with no gradient (a filler row, weight 0) stays unperturbed."""
+    the first-order worst case within an L2 ball of radius epsilon around the embedded words (Miyato et al.
+    2017's r_adv). An example with no gradient (a filler row, weight 0) stays unperturbed."""
     norm = jnp.sqrt(jnp.sum(jnp.square(grad), axis=(1, 2), keepdims=True))
     return epsilon * grad / jnp.maximum(norm, jnp.finfo(grad.dtype).tiny ** 0.5)
 
 
 def batch_loss(model, use_mask: bool, params, carry, batch, rng, *, adversarial: float = 0.0,
                adversarial_weight: float = 1.0):
-    """(mean cross-entropy over the weighted examples, (carry, {"nll_sum", "correct", "examples"})).
+    """(loss, (carry, {"nll_sum", "correct", "examples"})): the loss is the mean cross-entropy over the weighted
+    examples, plus the adversarial term when on.
 
     adversarial > 0 adds adversarial training on the embedded words (Miyato, Dai & Goodfellow 2017,
     arXiv 1605.07725): the batch is read again with each example's embedded words moved by the
