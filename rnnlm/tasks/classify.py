@@ -127,7 +127,7 @@ def batch_loss(model, use_mask: bool, params, carry, batch, rng, *, adversarial:
         constant = jax.lax.stop_gradient(params)
         zeros = jnp.zeros(batch["tokens"].shape + (model.embed_size,), jnp.float32)
         grad = jax.grad(lambda r: nll_sum_of(constant, r)[0])(zeros)
-        sums["adversarial_sum"] = nll_sum_of(params, jax.lax.stop_gradient(adversarial_perturbation(grad, adversarial)))[0]
+        sums["adversarial_sum"] = nll_sum_of(params, adversarial_perturbation(grad, adversarial))[0]  # constant in params
         loss_sum = nll_sum + adversarial_weight * sums["adversarial_sum"]
     return loss_sum / jnp.maximum(examples, 1.0), (carry, sums)
 
